@@ -1,0 +1,154 @@
+"""The fakesnow HTTP server as a local Snowflake stand-in, with the emulator's known bugs patched.
+
+Run as ``python -m sf2pg.devstack.emulator --port P --db-path DIR``. The patches live here, in the
+launcher, so production code never special-cases the emulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+FAKE_USER = "fake"
+FAKE_PASSWORD = "snow"
+FAKE_ACCOUNT = "fakesnow"
+
+
+def _timestamp_to_sf_struct_with_nulls(ts: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """fakesnow 0.12 builds this struct without a null mask, so NULL timestamps arrive as 1970-01-01."""
+    if isinstance(ts, pa.ChunkedArray):
+        ts = ts.combine_chunks()
+    if not isinstance(ts.type, pa.TimestampType):
+        raise ValueError(f"Expected TimestampArray, got {type(ts)}")
+    whole_seconds = pc.floor_temporal(ts, unit="second")
+    epoch = pc.divide(whole_seconds.cast(pa.int64()), _units_per_second(ts.type)).fill_null(0)
+    fraction = pc.round(pc.multiply(pc.subsecond(ts), 1_000_000_000)).cast(pa.int32()).fill_null(0)
+    arrays = [epoch, fraction]
+    fields = [pa.field("epoch", pa.int64(), nullable=False), pa.field("fraction", pa.int32(), nullable=False)]
+    if ts.type.tz:
+        arrays.append(pa.array([1440] * len(ts), type=pa.int32()))
+        fields.append(pa.field("timezone", pa.int32(), nullable=False))
+    return pa.StructArray.from_arrays(arrays, fields=fields, mask=ts.is_null())
+
+
+def _units_per_second(ts_type: pa.TimestampType) -> int:
+    return {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[ts_type.unit]
+
+
+def patch_fakesnow() -> None:
+    """Apply the emulator fixes the test harness and the demo both rely on."""
+    import fakesnow.arrow
+
+    fakesnow.arrow.timestamp_to_sf_struct = _timestamp_to_sf_struct_with_nulls
+
+
+def serve(host: str, port: int, db_path: str | None) -> None:
+    """Run the emulator in this process until SIGINT/SIGTERM."""
+    patch_fakesnow()
+    import fakesnow
+
+    run_server = fakesnow.server  # grab the function: importing the submodule rebinds the name
+    import fakesnow.server
+    from fakesnow.instance import FakeSnow
+
+    if db_path:
+        # fakesnow's server mode ignores --db_path; persisting needs the shared instance set by hand.
+        Path(db_path).mkdir(parents=True, exist_ok=True)
+        fakesnow.server.shared_fs = FakeSnow(db_path=db_path)
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with run_server(port=port, host=host):
+        print(f"fakesnow listening on {host}:{port}", flush=True)
+        stop.wait()
+
+
+@dataclass
+class Emulator:
+    """A running emulator subprocess and the settings a Snowflake client needs to reach it."""
+
+    host: str
+    port: int
+    process: subprocess.Popen | None = None
+
+    def env(self) -> dict[str, str]:
+        """SNOWFLAKE_* variables that point sf2pg at this emulator."""
+        return {
+            "SNOWFLAKE_ACCOUNT": FAKE_ACCOUNT,
+            "SNOWFLAKE_USER": FAKE_USER,
+            "SNOWFLAKE_PASSWORD": FAKE_PASSWORD,
+            "SNOWFLAKE_HOST": self.host,
+            "SNOWFLAKE_PORT": str(self.port),
+            "SNOWFLAKE_PROTOCOL": "http",
+        }
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_is_open(host: str, port: int) -> bool:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def start_emulator(
+    db_path: Path | None, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None
+) -> Emulator:
+    """Start the emulator in a child process and wait until it accepts connections."""
+    port = port or free_port(host)
+    if port_is_open(host, port):
+        return Emulator(host, port)  # one already serves there (e.g. a previous `sf2pg dev`)
+    cmd = [sys.executable, "-m", "sf2pg.devstack.emulator", "--host", host, "--port", str(port)]
+    if db_path:
+        cmd += ["--db-path", str(db_path)]
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not port_is_open(host, port):
+        if proc.poll() is not None:
+            raise RuntimeError(f"the Snowflake emulator exited early (code {proc.returncode}); see {log_path}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the Snowflake emulator did not start within 60 s; see {log_path}")
+        time.sleep(0.1)
+    return Emulator(host, port, proc)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run the fakesnow Snowflake emulator with sf2pg's fixes.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--db-path", default=None, help="folder for persistent databases (default: in memory)")
+    args = parser.parse_args(argv)
+    serve(args.host, args.port, args.db_path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""The Snowflake side: describe a table, build a chunk's query, stream its Arrow batches."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+
+from sf2pg.chunks import Chunk, sf_literal
+from sf2pg.identifiers import sf_qualified, sf_quote, sf_string
+from sf2pg.typemap import SourceColumn
+
+
+class UnknownColumnError(ValueError):
+    """A configured column name that the source table does not have."""
+
+
+def describe_table(conn: Any, database: str, schema: str, table: str) -> list[SourceColumn]:
+    """The table's columns in order; empty when the table does not exist."""
+    cur = conn.cursor()
+    try:
+        cur.execute(
+            "SELECT column_name, data_type, numeric_precision, numeric_scale, is_nullable "
+            f"FROM {sf_quote(database)}.information_schema.columns "
+            f"WHERE table_schema = {sf_string(schema)} AND table_name = {sf_string(table)} "
+            "ORDER BY ordinal_position"
+        )
+        return [
+            SourceColumn(name, data_type, precision, scale, nullable == "YES")
+            for name, data_type, precision, scale, nullable in cur.fetchall()
+        ]
+    finally:
+        cur.close()
+
+
+def where_clause(source_filter: str | None, chunk_predicate: str | None = None) -> str:
+    parts = [f"({p})" for p in (chunk_predicate, source_filter) if p]
+    return " AND ".join(parts) or "TRUE"
+
+
+def chunk_predicate(column: SourceColumn | None, chunk: Chunk) -> str | None:
+    """The Snowflake predicate selecting a chunk's rows (half-open range, or IS NULL)."""
+    if chunk.is_all or column is None:
+        return None
+    col = sf_quote(column.name)
+    if chunk.is_null:
+        return f"{col} IS NULL"
+    sf_type = column.data_type.upper()
+    return f"{col} >= {sf_literal(chunk.lower, sf_type)} AND {col} < {sf_literal(chunk.upper, sf_type)}"
+
+
+def chunk_query(
+    database: str,
+    schema: str,
+    table: str,
+    columns: list[SourceColumn],
+    chunk_column: SourceColumn | None,
+    chunk: Chunk,
+    source_filter: str | None,
+) -> str:
+    """SELECT of the chunk's rows, naming every column explicitly."""
+    select = ", ".join(sf_quote(c.name) for c in columns)
+    where = where_clause(source_filter, chunk_predicate(chunk_column, chunk))
+    return f"SELECT {select} FROM {sf_qualified(database, schema, table)} WHERE {where}"
+
+
+def stream_query(conn: Any, query: str) -> Iterator[pa.Table]:
+    """Arrow tables from ``fetch_arrow_batches``; the cursor closes when the stream ends or is closed."""
+    cur = conn.cursor()
+    try:
+        cur.execute(query)
+        yield from cur.fetch_arrow_batches()
+    finally:
+        cur.close()
+
+
+def find_column(columns: list[SourceColumn], name: str, what: str, where: str) -> SourceColumn:
+    """A source column by its configured name: exact match first, then a unique case-insensitive one."""
+    for col in columns:
+        if col.name == name:
+            return col
+    folded = [c for c in columns if c.name.casefold() == name.casefold()]
+    if len(folded) == 1:
+        return folded[0]
+    known = ", ".join(c.name for c in columns[:20])
+    raise UnknownColumnError(f"{where}: {what} column {name!r} does not exist in the source table (columns: {known})")
+
+
+_DONE = object()
+
+
+def prefetched(source: Iterator[Any], depth: int = 4) -> Iterator[Any]:
+    """Run ``source`` in a background thread, ``depth`` items ahead, so extracting overlaps loading.
+
+    Memory stays bounded by ``depth`` items. Closing the returned generator stops the producer.
+    """
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in source:
+                while not stop.is_set():
+                    try:
+                        items.put(item, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+            items.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, re-raised there
+            items.put(exc)
+        finally:
+            close = getattr(source, "close", None)
+            if close:
+                close()
+
+    thread = threading.Thread(target=produce, name="sf2pg-extract", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                items.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)

@@ -1,0 +1,197 @@
+"""One chunk, one transaction: replace exactly the chunk's range and record it in the ledger.
+
+Modes (recorded in the ledger):
+- ``copy``: the range is empty in the target, so COPY straight into the table.
+- ``merge``: COPY into a temporary staging table, delete the range's rows whose keys vanished from
+  the source, then ``INSERT ... ON CONFLICT (keys) DO UPDATE`` (``DO NOTHING`` in insert-only mode).
+- ``replace``: no uniqueness columns, so delete the range and COPY.
+- ``copy->merge``: a direct COPY hit a key that lives in another range (a row whose chunking value
+  changed); the chunk falls back to merge inside the same transaction.
+Any failure rolls the whole transaction back: the target keeps its previous state for the chunk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import psycopg
+import pyarrow as pa
+from psycopg import sql
+
+from sf2pg.chunks import Chunk
+from sf2pg.load import ledger
+from sf2pg.load.copy import copy_batches
+from sf2pg.load.target import TargetTable
+
+_STAGE = sql.Identifier("sf2pg_stage")
+
+
+@dataclass
+class ChunkResult:
+    """What loading one chunk did."""
+
+    key: str
+    mode: str
+    rows_copied: int = 0
+    rows_inserted: int = 0
+    rows_updated: int = 0
+    rows_deleted: int = 0
+    bytes_copied: int = 0
+    seconds: float = 0.0
+
+
+def range_predicate(target: TargetTable, chunk: Chunk, table_alias: str | None = None) -> tuple[sql.Composable, tuple]:
+    """SQL and parameters selecting the chunk's rows in the target."""
+    if chunk.is_all:
+        return sql.SQL("TRUE"), ()
+    assert target.chunk_column is not None
+    col = (
+        sql.Identifier(table_alias, target.chunk_column.target)
+        if table_alias
+        else sql.Identifier(target.chunk_column.target)
+    )
+    if chunk.is_null:
+        return sql.SQL("{} IS NULL").format(col), ()
+    lower, upper = chunk.lower, chunk.upper
+    if target.chunk_column.load_type.pg_type == "timestamp with time zone" or (
+        target.chunk_column.load_type.pg_type == "timestamptz"
+    ):
+        lower, upper = lower.replace(tzinfo=dt.UTC), upper.replace(tzinfo=dt.UTC)  # type: ignore[union-attr]
+    return sql.SQL("{} >= %s AND {} < %s").format(col, col), (lower, upper)
+
+
+def load_chunk(
+    conn: psycopg.Connection,
+    target: TargetTable,
+    chunk: Chunk,
+    open_batches: Callable[[], Iterable[pa.RecordBatch]],
+    *,
+    insert_only: bool,
+    run_id: str | None,
+    source_query: str,
+) -> ChunkResult:
+    """Load one chunk in one transaction. ``open_batches`` starts a fresh source stream (a fallback may re-read)."""
+    started_at = dt.datetime.now(dt.UTC)
+    t0 = time.perf_counter()
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            (f"sf2pg:{target.schema}.{target.table}:{chunk.key}",),
+        )
+        if _range_is_empty(cur, target, chunk):
+            result = _copy_or_fall_back(conn, cur, target, chunk, open_batches, insert_only)
+        elif target.has_unique_key:
+            result = _merge(cur, target, chunk, open_batches(), insert_only, "merge")
+        else:
+            result = _replace(cur, target, chunk, open_batches())
+        result.seconds = time.perf_counter() - t0
+        ledger.record_chunk(
+            conn,
+            target.schema,
+            target.table,
+            ledger.ChunkRecord(
+                key=chunk.key,
+                lower_bound=None if chunk.lower is None else str(chunk.lower),
+                upper_bound=None if chunk.upper is None else str(chunk.upper),
+                mode=result.mode,
+                rows_copied=result.rows_copied,
+                rows_inserted=result.rows_inserted,
+                rows_updated=result.rows_updated,
+                rows_deleted=result.rows_deleted,
+                bytes_copied=result.bytes_copied,
+                started_at=started_at,
+                duration_seconds=result.seconds,
+                source_query=source_query,
+                run_id=run_id,
+            ),
+        )
+    return result
+
+
+def _range_is_empty(cur: psycopg.Cursor, target: TargetTable, chunk: Chunk) -> bool:
+    """True when the ledger proves it (pristine table, chunk never loaded) or a probe finds no row."""
+    conn = cur.connection
+    if ledger.chunk_loaded(conn, target.schema, target.table, chunk.key):
+        return False
+    if ledger.is_pristine(conn, target.schema, target.table):
+        return True
+    predicate, params = range_predicate(target, chunk)
+    query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE {})").format(target.ident, predicate)
+    return not cur.execute(query, params).fetchone()[0]
+
+
+def _copy_or_fall_back(
+    conn: psycopg.Connection,
+    cur: psycopg.Cursor,
+    target: TargetTable,
+    chunk: Chunk,
+    open_batches: Callable[[], Iterable[pa.RecordBatch]],
+    insert_only: bool,
+) -> ChunkResult:
+    try:
+        with conn.transaction():  # a savepoint, so a duplicate key can fall back to merge
+            rows, nbytes = copy_batches(cur, target.ident, target, open_batches())
+        return ChunkResult(chunk.key, "copy", rows, rows, 0, 0, nbytes)
+    except psycopg.errors.UniqueViolation:
+        if not target.has_unique_key:
+            raise
+        return _merge(cur, target, chunk, open_batches(), insert_only, "copy->merge")
+
+
+def _replace(cur: psycopg.Cursor, target: TargetTable, chunk: Chunk, batches: Iterable[pa.RecordBatch]) -> ChunkResult:
+    predicate, params = range_predicate(target, chunk)
+    cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(target.ident, predicate), params)
+    deleted = cur.rowcount
+    rows, nbytes = copy_batches(cur, target.ident, target, batches)
+    return ChunkResult(chunk.key, "replace", rows, rows, 0, deleted, nbytes)
+
+
+def _merge(
+    cur: psycopg.Cursor,
+    target: TargetTable,
+    chunk: Chunk,
+    batches: Iterable[pa.RecordBatch],
+    insert_only: bool,
+    mode: str,
+) -> ChunkResult:
+    cols = sql.SQL(", ").join(map(sql.Identifier, target.column_names))
+    cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_STAGE))
+    cur.execute(
+        sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+            _STAGE, cols, target.ident
+        )
+    )
+    rows, nbytes = copy_batches(cur, _STAGE, target, batches)
+    cur.execute(sql.SQL("ANALYZE {}").format(_STAGE))
+    keys = [sql.Identifier(k) for k in target.key_columns]
+    deleted = 0
+    if not insert_only:
+        predicate, params = range_predicate(target, chunk, "t")
+        same_key = sql.SQL(" AND ").join(sql.SQL("s.{k} = t.{k}").format(k=k) for k in keys)
+        cur.execute(
+            sql.SQL("DELETE FROM {} AS t WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS s WHERE {})").format(
+                target.ident, predicate, _STAGE, same_key
+            ),
+            params,
+        )
+        deleted = cur.rowcount
+    others = [sql.Identifier(c) for c in target.column_names if c not in target.key_columns]
+    if insert_only or not others:
+        action = sql.SQL("DO NOTHING")
+    else:
+        action = sql.SQL("DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})").format(
+            sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=c) for c in others),
+            sql.SQL(", ").join(sql.SQL("t.{}").format(c) for c in others),
+            sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(c) for c in others),
+        )
+    inserted, updated = cur.execute(
+        sql.SQL(
+            "WITH ins AS (INSERT INTO {} AS t ({}) SELECT {} FROM {} ON CONFLICT ({}) {} RETURNING (xmax = 0) AS fresh) "
+            "SELECT COUNT(*) FILTER (WHERE fresh), COUNT(*) FILTER (WHERE NOT fresh) FROM ins"
+        ).format(target.ident, cols, cols, _STAGE, sql.SQL(", ").join(keys), action)
+    ).fetchone()
+    cur.execute(sql.SQL("DROP TABLE {}").format(_STAGE))
+    return ChunkResult(chunk.key, mode, rows, inserted, updated, deleted, nbytes)

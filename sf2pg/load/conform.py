@@ -1,0 +1,82 @@
+"""Make every Arrow batch match the target's fixed schema before it is encoded.
+
+Binary COPY applies no casts, and the source's Arrow types vary (integer width per batch,
+nanosecond timestamps), so each batch is cast column by column to one schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Literal
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sf2pg.load.target import TargetTable
+
+
+class BadDataError(ValueError):
+    """A value the target cannot store, named by table, column and chunk."""
+
+
+def conform(
+    batches: Iterable[pa.RecordBatch | pa.Table],
+    target: TargetTable,
+    batch_size: int,
+    nul_bytes: Literal["fail", "strip"],
+    where: str,
+    stats: dict | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Batches of at most ``batch_size`` rows in the target's Arrow schema, in source order.
+
+    Source columns arrive in ``target.columns`` order (the extract query selects them so).
+    ``stats`` (if given) collects ``nul_stripped``.
+    """
+    schema = target.arrow_schema
+    for part in batches:
+        for batch in (
+            part.to_batches(max_chunksize=batch_size) if isinstance(part, pa.Table) else _slices(part, batch_size)
+        ):
+            if batch.num_rows == 0:
+                continue
+            arrays = [
+                _cast(batch.column(i), field.type, field.name, nul_bytes, where, stats)
+                for i, field in enumerate(schema)
+            ]
+            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _slices(batch: pa.RecordBatch, size: int) -> Iterator[pa.RecordBatch]:
+    for offset in range(0, batch.num_rows, size):
+        yield batch.slice(offset, size)
+
+
+def _cast(arr: pa.Array, to: pa.DataType, column: str, nul_bytes: str, where: str, stats: dict | None) -> pa.Array:
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        arr = _check_nul(arr, column, nul_bytes, where, stats)
+    if arr.type == to:
+        return arr
+    try:
+        if pa.types.is_timestamp(to) or pa.types.is_time(to):
+            # PostgreSQL keeps microseconds; Snowflake may send nanoseconds. Truncate deliberately.
+            return pc.cast(arr, to, safe=False)
+        return pc.cast(arr, to)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise BadDataError(f"{where}: column {column!r}: cannot convert {arr.type} to {to}: {exc}") from exc
+
+
+def _check_nul(arr: pa.Array, column: str, nul_bytes: str, where: str, stats: dict | None) -> pa.Array:
+    has_nul = pc.match_substring(arr, "\x00")
+    count = pc.sum(has_nul).as_py() or 0
+    if not count:
+        return arr
+    if nul_bytes == "strip":
+        if stats is not None:
+            stats["nul_stripped"] = stats.get("nul_stripped", 0) + count
+        return pc.replace_substring(arr, "\x00", "")
+    raise BadDataError(
+        f"{where}: column {column!r} holds {count} value(s) with NUL characters, which PostgreSQL text "
+        'cannot store (set "nul_bytes": "strip" on the table to remove them)'
+    )

@@ -1,0 +1,252 @@
+"""Adaptive chunk planning: one aggregated query -> contiguous chunks of about ``rows_per_chunk`` rows.
+
+Chunks tile the chunking column's range with no gaps (empty stretches fold into a neighbour), so a
+row can never fall between chunks. Keys encode their bounds, so a key alone says what it covers and
+re-planning can keep every existing chunk and add new ones only at the edges.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sf2pg.chunks import (
+    ALL_KEY,
+    NULL_KEY,
+    Bound,
+    Bucket,
+    Chunk,
+    ChunkingType,
+    chunk_key,
+    naive_utc,
+    parse_chunk_key,
+    sf_literal,
+)
+from sf2pg.extract import find_column, where_clause
+from sf2pg.identifiers import sf_qualified, sf_quote
+from sf2pg.typemap import SourceColumn
+
+_ID_BUCKETS = 4096  # equal-width ID buckets in the first query; merged afterwards
+_REFINE_MINUTES_MAX_DENSE = 50  # refine up to this many dense days by minute, more by hour
+
+
+@dataclass
+class Plan:
+    """The outcome of planning one table."""
+
+    chunks: list[Chunk]
+    new_keys: list[str]
+    source_queries: int = 0
+    queries: list[str] = field(default_factory=list)
+
+
+# ---- pure planning ---------------------------------------------------------------------------
+
+
+def tile(kind: ChunkingType, buckets: Sequence[Bucket], target_rows: int) -> list[Chunk]:
+    """Merge ordered buckets into contiguous chunks of about ``target_rows`` rows.
+
+    Each chunk ends where the next begins; the last ends at its last bucket's end. A bucket denser
+    than the target becomes a chunk of its own.
+    """
+    groups: list[list[Bucket]] = []
+    rows = 0
+    for bucket in buckets:
+        if bucket.rows <= 0:
+            continue
+        if groups and rows + bucket.rows <= target_rows:
+            groups[-1].append(bucket)
+            rows += bucket.rows
+        else:
+            groups.append([bucket])
+            rows = bucket.rows
+    chunks = []
+    for i, group in enumerate(groups):
+        lower = group[0].start
+        upper = groups[i + 1][0].start if i + 1 < len(groups) else group[-1].end
+        chunks.append(Chunk(chunk_key(kind, lower, upper), lower, upper, sum(b.rows for b in group)))
+    return chunks
+
+
+def plan_chunks(
+    kind: ChunkingType | None,
+    buckets: Sequence[Bucket],
+    null_rows: int,
+    target_rows: int,
+    existing_keys: Iterable[str] = (),
+) -> tuple[list[Chunk], list[str]]:
+    """All chunks of a table in key order, and which of them are new.
+
+    Existing chunks are kept as they are (they may hold loaded data); rows beyond the covered range
+    get new chunks at the edges, which start or end exactly where the covered range does.
+    """
+    existing = [parse_chunk_key(kind, k) for k in dict.fromkeys(existing_keys)]
+    if kind is None:
+        chunks = existing or [Chunk(ALL_KEY, estimated_rows=sum(b.rows for b in buckets) + null_rows)]
+        return chunks, [] if existing else [ALL_KEY]
+    buckets = [Bucket(naive_utc(b.start), naive_utc(b.end), b.rows) for b in buckets]  # type: ignore[arg-type]
+    ranges = sorted((c for c in existing if c.is_range), key=lambda c: c.lower)  # type: ignore[arg-type,return-value]
+    if ranges:
+        covered_lo, covered_hi = ranges[0].lower, max(c.upper for c in ranges)  # type: ignore[type-var]
+        below = [Bucket(b.start, min(b.end, covered_lo), b.rows) for b in buckets if b.start < covered_lo]
+        above = [Bucket(max(b.start, covered_hi), b.end, b.rows) for b in buckets if b.end > covered_hi]
+        new = _ending_at(kind, tile(kind, below, target_rows), covered_lo)
+        new += _starting_at(kind, tile(kind, above, target_rows), covered_hi)
+        kept = [_with_estimate(c, buckets) for c in ranges]
+    else:
+        new, kept = tile(kind, buckets, target_rows), []
+    null_chunks = [c for c in existing if c.is_null]
+    if not null_chunks and null_rows > 0:
+        null_chunks = [Chunk(NULL_KEY, estimated_rows=null_rows)]
+        new.append(null_chunks[0])
+    else:
+        null_chunks = [Chunk(NULL_KEY, estimated_rows=null_rows) for _ in null_chunks]
+    ordered = sorted(kept + [c for c in new if c.is_range], key=lambda c: c.lower) + null_chunks  # type: ignore[arg-type,return-value]
+    return ordered, [c.key for c in new]
+
+
+def _ending_at(kind: ChunkingType, chunks: list[Chunk], upper: Bound) -> list[Chunk]:
+    if not chunks:
+        return chunks
+    last = chunks[-1]
+    return [*chunks[:-1], Chunk(chunk_key(kind, last.lower, upper), last.lower, upper, last.estimated_rows)]  # type: ignore[arg-type]
+
+
+def _starting_at(kind: ChunkingType, chunks: list[Chunk], lower: Bound) -> list[Chunk]:
+    if not chunks:
+        return chunks
+    first = chunks[0]
+    return [Chunk(chunk_key(kind, lower, first.upper), lower, first.upper, first.estimated_rows), *chunks[1:]]  # type: ignore[arg-type]
+
+
+def _with_estimate(chunk: Chunk, buckets: Sequence[Bucket]) -> Chunk:
+    rows = sum(b.rows for b in buckets if chunk.lower <= b.start < chunk.upper)  # type: ignore[operator]
+    return Chunk(chunk.key, chunk.lower, chunk.upper, rows)
+
+
+# ---- the distribution queries ----------------------------------------------------------------
+
+
+def distribution_sql(kind: ChunkingType, column: str, table: str, where: str) -> str:
+    """The one aggregated query: rows per bucket (a NULL bucket counts NULLs), with bucket bounds."""
+    if kind == "timestamp":
+        return (
+            f"SELECT DATE_TRUNC('DAY', {column}) AS bucket, COUNT(*) AS n FROM {table} WHERE {where} "
+            "GROUP BY 1 ORDER BY 1"
+        )
+    if kind == "date":
+        return f"SELECT {column} AS bucket, COUNT(*) AS n FROM {table} WHERE {where} GROUP BY 1 ORDER BY 1"
+    return (
+        f"WITH bounds AS (SELECT MIN({column}) AS lo, MAX({column}) AS hi FROM {table} WHERE {where}) "
+        f"SELECT FLOOR(CAST({column} - bounds.lo AS DOUBLE) / CAST(bounds.hi - bounds.lo + 1 AS DOUBLE) "
+        f"* {_ID_BUCKETS}) AS bucket, COUNT(*) AS n, MIN({column}) AS bmin, MAX({column}) AS bmax "
+        f"FROM {table}, bounds WHERE {where} GROUP BY 1 ORDER BY 1"
+    )
+
+
+def buckets_from_rows(kind: ChunkingType, rows: Iterable[Sequence[Any]]) -> tuple[list[Bucket], int]:
+    """Buckets and the NULL count from the distribution query's rows."""
+    buckets, nulls = [], 0
+    for row in rows:
+        if row[0] is None:
+            nulls += int(row[1])
+        elif kind == "timestamp":
+            start = naive_utc(row[0])
+            buckets.append(Bucket(start, start + dt.timedelta(days=1), int(row[1])))
+        elif kind == "date":
+            buckets.append(Bucket(row[0], row[0] + dt.timedelta(days=1), int(row[1])))
+        else:
+            buckets.append(Bucket(int(row[2]), int(row[3]) + 1, int(row[1])))
+    buckets.sort(key=lambda b: b.start)  # type: ignore[arg-type,return-value]
+    return buckets, nulls
+
+
+def refinement_sql(
+    kind: ChunkingType, column: str, sf_type: str, table: str, where: str, dense: Sequence[Bucket]
+) -> str | None:
+    """One query that splits every bucket denser than the target into finer buckets, or None."""
+    if not dense or kind == "date":
+        return None
+    ranges = " OR ".join(
+        f"({column} >= {sf_literal(b.start, sf_type)} AND {column} < {sf_literal(b.end, sf_type)})" for b in dense
+    )
+    if kind == "timestamp":
+        unit = "MINUTE" if len(dense) <= _REFINE_MINUTES_MAX_DENSE else "HOUR"
+        return (
+            f"SELECT DATE_TRUNC('{unit}', {column}) AS bucket, COUNT(*) AS n, '{unit}' AS unit FROM {table} "
+            f"WHERE ({where}) AND ({ranges}) GROUP BY 1 ORDER BY 1"
+        )
+    cases = " ".join(
+        f"WHEN {column} >= {b.start} AND {column} < {b.end} THEN {i * _ID_BUCKETS} + "
+        f"FLOOR(CAST({column} - {b.start} AS DOUBLE) / CAST({int(b.end) - int(b.start)} AS DOUBLE) * {_ID_BUCKETS})"
+        for i, b in enumerate(dense)
+    )
+    return (
+        f"SELECT CASE {cases} END AS bucket, COUNT(*) AS n, MIN({column}) AS bmin, MAX({column}) AS bmax "
+        f"FROM {table} WHERE ({where}) AND ({ranges}) GROUP BY 1 ORDER BY 1"
+    )
+
+
+def refined_buckets(kind: ChunkingType, rows: Iterable[Sequence[Any]]) -> list[Bucket]:
+    """Finer buckets from the refinement query's rows."""
+    out = []
+    for row in rows:
+        if kind == "timestamp":
+            start = naive_utc(row[0])
+            width = dt.timedelta(minutes=1) if row[2] == "MINUTE" else dt.timedelta(hours=1)
+            out.append(Bucket(start, start + width, int(row[1])))
+        else:
+            out.append(Bucket(int(row[2]), int(row[3]) + 1, int(row[1])))
+    return out
+
+
+def replace_dense(buckets: Sequence[Bucket], dense: Sequence[Bucket], finer: Sequence[Bucket]) -> list[Bucket]:
+    """Buckets with every dense one swapped for its finer buckets, in order."""
+    dense_starts = {b.start for b in dense}
+    merged = [b for b in buckets if b.start not in dense_starts] + list(finer)
+    return sorted(merged, key=lambda b: b.start)  # type: ignore[arg-type,return-value]
+
+
+# ---- planning a table against Snowflake ------------------------------------------------------
+
+
+def plan_table(
+    sf_conn: Any,
+    database: str,
+    schema: str,
+    table: str,
+    columns: list[SourceColumn],
+    chunking_column: str | None,
+    kind: ChunkingType | None,
+    source_filter: str | None,
+    rows_per_chunk: int,
+    existing_keys: Iterable[str] = (),
+) -> Plan:
+    """Plan one table with one aggregated query (two when dense buckets need splitting)."""
+    table_sql = sf_qualified(database, schema, table)
+    where = where_clause(source_filter)
+    queries: list[str] = []
+
+    def run(query: str) -> list:
+        queries.append(query)
+        cur = sf_conn.cursor()
+        try:
+            return cur.execute(query).fetchall()
+        finally:
+            cur.close()
+
+    if kind is None or chunking_column is None:
+        rows = run(f"SELECT COUNT(*) FROM {table_sql} WHERE {where}")
+        chunks, new = plan_chunks(None, [], int(rows[0][0]), rows_per_chunk, existing_keys)
+        return Plan(chunks, new, len(queries), queries)
+    column = find_column(columns, chunking_column, "chunking", f"{database}.{schema}.{table}")
+    col_sql = sf_quote(column.name)
+    buckets, nulls = buckets_from_rows(kind, run(distribution_sql(kind, col_sql, table_sql, where)))
+    dense = [b for b in buckets if b.rows > rows_per_chunk and not (kind == "id" and b.end == b.start + 1)]  # type: ignore[operator]
+    refine = refinement_sql(kind, col_sql, column.data_type.upper(), table_sql, where, dense)
+    if refine:
+        buckets = replace_dense(buckets, dense, refined_buckets(kind, run(refine)))
+    chunks, new = plan_chunks(kind, buckets, nulls, rows_per_chunk, existing_keys)
+    return Plan(chunks, new, len(queries), queries)

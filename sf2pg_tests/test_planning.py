@@ -1,0 +1,109 @@
+"""Planner arithmetic: pure logic, no servers."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from sf2pg.chunks import ALL_KEY, NULL_KEY, Bucket, chunk_key, parse_chunk_key
+from sf2pg.planning import buckets_from_rows, plan_chunks, replace_dense, tile
+
+D = dt.datetime
+
+
+def day_buckets(counts: dict[str, int]) -> list[Bucket]:
+    out = []
+    for day, n in counts.items():
+        start = D.fromisoformat(day)
+        out.append(Bucket(start, start + dt.timedelta(days=1), n))
+    return out
+
+
+def test_keys_are_readable_sortable_and_round_trip():
+    key = chunk_key("timestamp", D(2024, 1, 1), D(2024, 1, 8))
+    assert key == "2024-01-01T000000_2024-01-08T000000"
+    assert parse_chunk_key("timestamp", key).upper == D(2024, 1, 8)
+    id_key = chunk_key("id", 0, 1_000_000)
+    assert id_key == "id_0000000000_0001000000"
+    assert parse_chunk_key("id", id_key).lower == 0
+    assert chunk_key("date", dt.date(2024, 1, 1), dt.date(2024, 2, 1)) == "2024-01-01_2024-02-01"
+    assert sorted([chunk_key("id", 5, 100), chunk_key("id", 100, 2000)]) == [chunk_key("id", 5, 100), chunk_key("id", 100, 2000)]
+    for bad in ("...", "|", ",", "[", "]"):
+        assert bad not in key and bad not in id_key
+
+
+def test_keys_of_timezone_aware_bounds_are_written_in_utc():
+    aware = D(2024, 1, 1, 2, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert chunk_key("timestamp", aware, D(2024, 1, 2)).startswith("2024-01-01T000000_")
+
+
+def test_buckets_merge_into_contiguous_chunks_near_the_target():
+    buckets = day_buckets({"2024-01-01": 100, "2024-01-02": 100, "2024-01-05": 100, "2024-01-09": 100})
+    chunks = tile("timestamp", buckets, 200)
+    assert [c.estimated_rows for c in chunks] == [200, 200]
+    assert chunks[0].upper == chunks[1].lower == D(2024, 1, 5)  # the empty days fold in: no gap
+    assert chunks[-1].upper == D(2024, 1, 10)
+
+
+def test_a_bucket_denser_than_the_target_is_a_chunk_of_its_own():
+    buckets = day_buckets({"2024-01-01": 10, "2024-01-02": 5000, "2024-01-03": 10})
+    assert [c.estimated_rows for c in tile("timestamp", buckets, 100)] == [10, 5000, 10]
+
+
+def test_dense_buckets_are_replaced_by_finer_ones_in_order():
+    coarse = day_buckets({"2024-01-01": 10, "2024-01-02": 300})
+    finer = [
+        Bucket(D(2024, 1, 2, 0, 0), D(2024, 1, 2, 0, 1), 150),
+        Bucket(D(2024, 1, 2, 5, 0), D(2024, 1, 2, 5, 1), 150),
+    ]
+    merged = replace_dense(coarse, [coarse[1]], finer)
+    chunks = tile("timestamp", merged, 160)
+    assert [c.estimated_rows for c in chunks] == [160, 150]
+    assert chunks[-1].upper == D(2024, 1, 2, 5, 1)
+
+
+def test_sparse_ids_give_few_chunks_with_no_gaps():
+    rows = [(0, 100, 1, 100), (2000, 100, 1_000_000, 1_000_099), (4095, 100, 9_000_000_000, 9_000_000_099)]
+    buckets, nulls = buckets_from_rows("id", rows)
+    chunks = tile("id", buckets, 150)
+    assert [(c.lower, c.upper) for c in chunks] == [(1, 1_000_000), (1_000_000, 9_000_000_000), (9_000_000_000, 9_000_000_100)]
+    assert nulls == 0
+
+
+def test_nulls_get_their_own_partition_after_the_ranges():
+    chunks, new = plan_chunks("timestamp", day_buckets({"2024-01-01": 10}), 7, 100)
+    assert [c.key for c in chunks][-1] == NULL_KEY
+    assert chunks[-1].estimated_rows == 7
+    assert new == [c.key for c in chunks]
+
+
+def test_a_table_without_chunking_column_is_one_partition():
+    chunks, new = plan_chunks(None, [], 42, 100)
+    assert [c.key for c in chunks] == [ALL_KEY] and new == [ALL_KEY]
+
+
+def test_replanning_keeps_existing_chunks_and_adds_only_at_the_edges():
+    first, _ = plan_chunks("timestamp", day_buckets({"2024-01-02": 100, "2024-01-03": 100}), 0, 100)
+    grown = day_buckets({"2024-01-01": 50, "2024-01-02": 300, "2024-01-03": 100, "2024-01-07": 80})
+    chunks, new = plan_chunks("timestamp", grown, 0, 100, existing_keys=[c.key for c in first])
+    keys = [c.key for c in chunks]
+    assert all(c.key in keys for c in first)  # nothing dropped, nothing re-cut
+    assert new == [
+        "2024-01-01T000000_2024-01-02T000000",  # ends where the covered range starts
+        "2024-01-04T000000_2024-01-08T000000",  # starts where the covered range ends
+    ]
+    for a, b in zip(chunks, chunks[1:], strict=False):
+        assert a.upper == b.lower
+
+
+def test_replanning_unchanged_data_adds_nothing():
+    buckets = day_buckets({"2024-01-01": 80, "2024-01-02": 90, "2024-01-03": 70})
+    first, _ = plan_chunks("timestamp", buckets, 3, 100)
+    again, new = plan_chunks("timestamp", buckets, 3, 100, existing_keys=[c.key for c in first])
+    assert new == [] and [c.key for c in again] == [c.key for c in first]
+
+
+def test_a_key_of_another_kind_is_rejected():
+    with pytest.raises(ValueError, match="not a chunk key"):
+        parse_chunk_key("id", "2024-01-01T000000_2024-01-02T000000")

@@ -1,0 +1,47 @@
+-- sf2pg monitoring queries: run against the target database (psql -d <target_pg_database> -f ...).
+
+-- 1. Quick status: progress per table (the original tool's query, unchanged).
+SELECT
+    target_schema,
+    source_table,
+    ROUND(completed_chunks::NUMERIC / total_chunks * 100, 1) || '%' as progress,
+    total_rows_copied,
+    status
+FROM migration_status.migration_table_status
+WHERE status IN ('in_progress', 'completed')
+ORDER BY target_schema, source_table;
+
+-- 2. Failed chunks with their errors (re-run exactly these partitions in Dagster).
+SELECT target_schema, target_table, chunk_key, attempts, error, completed_at
+FROM migration_status.chunk_state
+WHERE status = 'failed'
+ORDER BY completed_at DESC;
+
+-- 3. Throughput of the last hour, per table.
+SELECT target_schema, target_table,
+       COUNT(*) AS chunks,
+       SUM(rows_copied) AS rows,
+       ROUND(SUM(rows_copied) / NULLIF(SUM(duration_seconds), 0)) AS rows_per_second_per_stream
+FROM migration_status.chunk_state
+WHERE status = 'completed' AND completed_at > now() - interval '1 hour'
+GROUP BY 1, 2
+ORDER BY rows DESC;
+
+-- 4. Which load mode each chunk took (copy = empty range, merge = upsert by key, replace = delete + copy).
+SELECT target_schema, target_table, mode, COUNT(*) AS chunks, SUM(rows_copied) AS rows
+FROM migration_status.chunk_state
+WHERE status = 'completed'
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3;
+
+-- 5. Index definitions waiting to be rebuilt (non-empty after a crashed full load:
+--    run `sf2pg restore-indexes`).
+SELECT target_schema, target_table, index_name, saved_at, run_id
+FROM migration_status.saved_indexes
+ORDER BY saved_at;
+
+-- 6. Sessions of sf2pg loading right now.
+SELECT pid, state, now() - xact_start AS in_transaction_for, left(query, 120) AS query
+FROM pg_stat_activity
+WHERE application_name LIKE 'sf2pg%'
+ORDER BY xact_start;
