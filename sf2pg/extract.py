@@ -10,11 +10,12 @@ from typing import Any
 import pyarrow as pa
 
 from sf2pg.chunks import Chunk, sf_literal
+from sf2pg.errors import InputError
 from sf2pg.identifiers import sf_qualified, sf_quote, sf_string
 from sf2pg.typemap import SourceColumn
 
 
-class UnknownColumnError(ValueError):
+class UnknownColumnError(InputError):
     """A configured column name that the source table does not have."""
 
 

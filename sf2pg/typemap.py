@@ -12,8 +12,10 @@ import pyarrow as pa
 from pgpq import encoders as enc
 from pgpq import schema as pgschema
 
+from sf2pg.errors import InputError
 
-class UnsupportedTypeError(ValueError):
+
+class UnsupportedTypeError(InputError):
     """A source column whose type has no lossless target type."""
 
 
@@ -114,7 +116,7 @@ _ARROW_FOR_EXISTING = {
 }
 
 
-class IncompatibleTypeError(ValueError):
+class IncompatibleTypeError(InputError):
     """An existing target column cannot hold the source column's values."""
 
 

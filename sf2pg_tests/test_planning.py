@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import pytest
 
@@ -28,7 +29,10 @@ def test_keys_are_readable_sortable_and_round_trip():
     assert id_key == "id_0000000000_0001000000"
     assert parse_chunk_key("id", id_key).lower == 0
     assert chunk_key("date", dt.date(2024, 1, 1), dt.date(2024, 2, 1)) == "2024-01-01_2024-02-01"
-    assert sorted([chunk_key("id", 5, 100), chunk_key("id", 100, 2000)]) == [chunk_key("id", 5, 100), chunk_key("id", 100, 2000)]
+    assert sorted([chunk_key("id", 5, 100), chunk_key("id", 100, 2000)]) == [
+        chunk_key("id", 5, 100),
+        chunk_key("id", 100, 2000),
+    ]
     for bad in ("...", "|", ",", "[", "]"):
         assert bad not in key and bad not in id_key
 
@@ -67,7 +71,11 @@ def test_sparse_ids_give_few_chunks_with_no_gaps():
     rows = [(0, 100, 1, 100), (2000, 100, 1_000_000, 1_000_099), (4095, 100, 9_000_000_000, 9_000_000_099)]
     buckets, nulls = buckets_from_rows("id", rows)
     chunks = tile("id", buckets, 150)
-    assert [(c.lower, c.upper) for c in chunks] == [(1, 1_000_000), (1_000_000, 9_000_000_000), (9_000_000_000, 9_000_000_100)]
+    assert [(c.lower, c.upper) for c in chunks] == [
+        (1, 1_000_000),
+        (1_000_000, 9_000_000_000),
+        (9_000_000_000, 9_000_000_100),
+    ]
     assert nulls == 0
 
 
@@ -93,7 +101,7 @@ def test_replanning_keeps_existing_chunks_and_adds_only_at_the_edges():
         "2024-01-01T000000_2024-01-02T000000",  # ends where the covered range starts
         "2024-01-04T000000_2024-01-08T000000",  # starts where the covered range ends
     ]
-    for a, b in zip(chunks, chunks[1:], strict=False):
+    for a, b in itertools.pairwise(chunks):
         assert a.upper == b.lower
 
 

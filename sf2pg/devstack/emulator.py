@@ -54,6 +54,16 @@ def patch_fakesnow() -> None:
     fakesnow.arrow.timestamp_to_sf_struct = _timestamp_to_sf_struct_with_nulls
 
 
+def _register_macros_without_database(fs: object) -> None:
+    """fakesnow creates its helper macros (e.g. ``_fs_to_timestamp``, behind every CAST to TIMESTAMP)
+    only inside named databases, so a session with no current database cannot run such a cast.
+    Real Snowflake needs no current database for fully qualified queries; register them in DuckDB's
+    default catalog too."""
+    from fakesnow import macros
+
+    fs.duck_conn.execute(macros.creation_sql("memory"))  # type: ignore[attr-defined]
+
+
 def serve(host: str, port: int, db_path: str | None) -> None:
     """Run the emulator in this process until SIGINT/SIGTERM."""
     patch_fakesnow()
@@ -67,6 +77,7 @@ def serve(host: str, port: int, db_path: str | None) -> None:
         # fakesnow's server mode ignores --db_path; persisting needs the shared instance set by hand.
         Path(db_path).mkdir(parents=True, exist_ok=True)
         fakesnow.server.shared_fs = FakeSnow(db_path=db_path)
+    _register_macros_without_database(fakesnow.server.shared_fs)
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -12,10 +12,11 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sf2pg.errors import InputError
 from sf2pg.load.target import TargetTable
 
 
-class BadDataError(ValueError):
+class BadDataError(InputError):
     """A value the target cannot store, named by table, column and chunk."""
 
 

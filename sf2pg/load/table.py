@@ -19,6 +19,7 @@ from psycopg import sql
 
 from sf2pg.chunks import Chunk
 from sf2pg.config import TableSpec
+from sf2pg.errors import InputError
 from sf2pg.extract import chunk_query, find_column, prefetched, stream_query
 from sf2pg.load import indexes, ledger
 from sf2pg.load.chunk import ChunkResult, load_chunk
@@ -32,6 +33,10 @@ log = logging.getLogger("sf2pg")
 
 class ChunkLoadError(RuntimeError):
     """One or more chunks failed; the others committed. Names each failed chunk and which side failed."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent  # every cause was bad input: retrying cannot help
 
 
 @dataclass
@@ -61,6 +66,7 @@ class TableLoadSummary:
     unfilled_target_columns: list[str] = field(default_factory=list)
     created_table: bool = False
     index_seconds: float = 0.0
+    permanent_failures: int = 0
 
     @property
     def rows(self) -> int:
@@ -181,7 +187,8 @@ def load_table(
         listed = "; ".join(f"{key}: {err}" for key, err in list(summary.failures.items())[:5])
         raise ChunkLoadError(
             f"{len(summary.failures)} of {len(job.chunks)} chunk(s) of {spec.name} failed "
-            f"(the other chunks committed; re-run the failed partitions): {listed}"
+            f"(the other chunks committed; re-run the failed partitions): {listed}",
+            permanent=summary.permanent_failures == len(summary.failures),
         )
     return summary
 
@@ -234,7 +241,7 @@ def _load_chunks(
                 connections.reset_source()
             message = f"{side} failed: {exc}".strip()
             _note_failure(postgres, spec, chunk, message, job.run_id)
-            raise ChunkLoadError(message) from exc
+            raise ChunkLoadError(message, permanent=isinstance(exc, InputError)) from exc
 
     workers = max(1, min(spec.parallel_threads, len(job.chunks)))
     try:
@@ -246,6 +253,7 @@ def _load_chunks(
                     result = future.result()
                 except ChunkLoadError as exc:
                     summary.failures[chunk.key] = str(exc)
+                    summary.permanent_failures += exc.permanent
                     logger.error(f"{spec.name} chunk {chunk.key}: {exc}")
                     continue
                 summary.results.append(result)

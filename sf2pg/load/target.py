@@ -13,6 +13,7 @@ import pyarrow as pa
 from pgpq import ArrowToPostgresBinaryEncoder
 from psycopg import sql
 
+from sf2pg.errors import InputError
 from sf2pg.extract import find_column
 from sf2pg.identifiers import pg_name_for
 from sf2pg.typemap import (
@@ -25,7 +26,7 @@ from sf2pg.typemap import (
 )
 
 
-class TargetSchemaError(ValueError):
+class TargetSchemaError(InputError):
     """The source and target cannot be reconciled; raised before any row moves."""
 
 

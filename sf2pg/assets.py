@@ -1,0 +1,104 @@
+"""The asset factory: one partitioned asset per enabled table.
+
+The asset body is thin: it describes the source and hands a lazy ``TableLoad`` to the IO manager,
+which streams each chunk from Snowflake into PostgreSQL.
+"""
+
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    BackfillPolicy,
+    Backoff,
+    Config,
+    Failure,
+    Jitter,
+    MetadataValue,
+    RetryPolicy,
+    TableColumn,
+    TableSchema,
+    asset,
+)
+from dagster_snowflake import SnowflakeResource
+from pydantic import Field
+
+from sf2pg.chunks import parse_chunk_key
+from sf2pg.config import TableSpec
+from sf2pg.errors import InputError
+from sf2pg.load.table import TableLoad
+from sf2pg.partitions import partitions_def, partitions_name, source_columns
+
+IO_MANAGER_KEY = "sf2pg_io_manager"
+
+
+class TableRunConfig(Config):
+    """Run-time switches for a table's materialization."""
+
+    confirm_truncate: bool = Field(
+        default=False,
+        description="Second key for truncate_onstart: truncation happens only when the table's config "
+        "asks for it AND this is true AND the run loads every partition.",
+    )
+
+
+def asset_key(spec: TableSpec) -> AssetKey:
+    return AssetKey(spec.asset_key_path)
+
+
+def pool_name(spec: TableSpec) -> str:
+    """Dagster pool shared by a source's tables: bounds concurrent connections to that source."""
+    return f"sf2pg_{spec.source_name}"
+
+
+def build_table_asset(spec: TableSpec) -> AssetsDefinition:
+    chunking = f"{spec.chunking_type} on {spec.chunking_column!r}" if spec.chunking_column else "one chunk"
+
+    @asset(
+        key=asset_key(spec),
+        group_name=spec.source_name,
+        partitions_def=partitions_def(spec),
+        io_manager_key=IO_MANAGER_KEY,
+        backfill_policy=BackfillPolicy.single_run(),
+        pool=pool_name(spec),
+        retry_policy=RetryPolicy(max_retries=2, delay=5, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS),
+        kinds={"snowflake", "postgres"},
+        description=(
+            f"Copy of Snowflake {spec.sf_database}.{spec.sf_schema}.{spec.sf_table} in PostgreSQL "
+            f"{spec.pg_database}: {spec.pg_schema}.{spec.pg_table}. Partitions are chunks ({chunking})."
+        ),
+        metadata={
+            "source": f"{spec.sf_database}.{spec.sf_schema}.{spec.sf_table}",
+            "target": f"{spec.pg_database}.{spec.pg_schema}.{spec.pg_table}",
+            "chunking": chunking,
+            "uniqueness_columns": ", ".join(spec.uniqueness_columns) or "(none)",
+            "config_path": spec.config_path,
+            "dagster/table_name": f"{spec.pg_database}.{spec.pg_schema}.{spec.pg_table}",
+            "sf2pg/target": MetadataValue.json([spec.pg_database, spec.pg_schema, spec.pg_table]),
+        },
+    )
+    def _table(context: AssetExecutionContext, config: TableRunConfig, snowflake: SnowflakeResource) -> TableLoad:
+        keys = list(context.partition_keys)
+        with snowflake.get_connection() as conn:
+            try:
+                columns = source_columns(conn, spec)
+            except InputError as exc:
+                raise Failure(str(exc), allow_retries=False) from None
+        every = set(context.instance.get_dynamic_partitions(partitions_name(spec)))
+        context.add_output_metadata(
+            {
+                "dagster/column_schema": TableSchema(
+                    columns=[TableColumn(c.name, c.data_type, description=None) for c in columns]
+                )
+            }
+        )
+        return TableLoad(
+            spec=spec,
+            chunks=[parse_chunk_key(spec.chunking_type, k) for k in keys],
+            source_columns=columns,
+            snowflake=snowflake,
+            full_load=bool(every) and set(keys) >= every,
+            confirm_truncate=config.confirm_truncate,
+            run_id=context.run_id,
+        )
+
+    return _table

@@ -1,0 +1,35 @@
+"""Build the Dagster definitions for a config (the code location module only calls this)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dagster import Definitions
+
+from sf2pg.assets import IO_MANAGER_KEY, build_table_asset
+from sf2pg.checks import build_table_checks
+from sf2pg.config import AppConfig
+from sf2pg.io_manager import PostgresCopyIOManager
+from sf2pg.jobs import build_plan_job
+from sf2pg.resources import PostgresResource, snowflake_resource
+
+
+def build_resources(resolve_env: bool = False) -> dict[str, Any]:
+    """The one place resources are chosen. ``resolve_env`` reads secrets now (in-process CLI runs)."""
+    postgres = PostgresResource()
+    return {
+        "snowflake": snowflake_resource(resolve=resolve_env),
+        "postgres": postgres,
+        IO_MANAGER_KEY: PostgresCopyIOManager(postgres=postgres),
+    }
+
+
+def build_definitions(config: AppConfig, resolve_env: bool = False) -> Definitions:
+    """Every enabled table as an asset, plus the planning job, for one config."""
+    specs = config.tables()
+    return Definitions(
+        assets=[build_table_asset(spec) for spec in specs],
+        asset_checks=[check for spec in specs for check in build_table_checks(spec)],
+        jobs=[build_plan_job(specs)],
+        resources=build_resources(resolve_env),
+    )

@@ -1,0 +1,52 @@
+"""Checks that connect before any row moves (``sf2pg validate --connect``).
+
+Every problem names the config path and the table or column at fault.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from sf2pg.config import AppConfig
+from sf2pg.extract import UnknownColumnError, describe_table, find_column
+from sf2pg.load.target import TargetSchemaError, plan_columns
+from sf2pg.resources import PostgresResource, snowflake_resource
+
+
+def check_connections(config: AppConfig) -> list[str]:
+    """Problems found; empty when every source table and named column exists and targets answer."""
+    problems: list[str] = []
+    specs = config.tables()
+    postgres = PostgresResource()
+    for database in dict.fromkeys(s.pg_database for s in specs):
+        try:
+            with postgres.get_connection(database) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.OperationalError as exc:
+            problems.append(f"target database {database!r} is not reachable: {exc}")
+    try:
+        with snowflake_resource(resolve=True).get_connection() as sf:
+            for spec in specs:
+                where = f"{spec.config_path} ({spec.name})"
+                columns = describe_table(sf, spec.sf_database, spec.sf_schema, spec.sf_table)
+                if not columns:
+                    problems.append(
+                        f"{spec.config_path}.source: Snowflake table "
+                        f"{spec.sf_database}.{spec.sf_schema}.{spec.sf_table} does not exist or is not visible"
+                    )
+                    continue
+                named = [("chunking", c, "chunking_columns") for c in filter(None, [spec.chunking_column])]
+                named += [("uniqueness", c, "uniqueness_columns") for c in spec.uniqueness_columns]
+                named += [("watermark", c, "source_watermark") for c in filter(None, [spec.source_watermark])]
+                for what, name, key in named:
+                    try:
+                        find_column(columns, name, what, f"{spec.config_path}.{key}")
+                    except UnknownColumnError as exc:
+                        problems.append(str(exc))
+                try:
+                    plan_columns(columns, where)
+                except TargetSchemaError as exc:
+                    problems.append(str(exc))
+    except Exception as exc:  # the connector's errors carry no secrets; name the side
+        problems.append(f"Snowflake is not reachable: {type(exc).__name__}: {exc}")
+    return problems

@@ -1,0 +1,140 @@
+"""Headless runs for the CLI: plan, then materialize each table's partitions in one ranged run.
+
+The same assets and IO manager as in the Dagster UI run here in-process, so the CLI and a Dagster
+backfill load identically.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from dagster import AssetsDefinition, DagsterInstance, materialize
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from sf2pg.assets import build_table_asset
+from sf2pg.build import build_resources
+from sf2pg.checks import build_table_checks
+from sf2pg.config import AppConfig, TableSpec
+from sf2pg.partitions import partitions_name, replan
+from sf2pg.planning import Plan
+from sf2pg.resources import PostgresResource, snowflake_resource
+
+
+@dataclass
+class TableOutcome:
+    """What a headless run did to one table."""
+
+    spec: TableSpec
+    plan: Plan | None = None
+    success: bool = False
+    error: str | None = None
+    metadata: dict = field(default_factory=dict)
+    checks: dict[str, bool] = field(default_factory=dict)  # check name -> passed
+
+
+def dagster_instance() -> DagsterInstance:
+    """The DAGSTER_HOME instance when one is configured, else a throwaway one."""
+    return DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+
+
+def select_tables(config: AppConfig, source: str | None, tables: list[str] | None) -> list[TableSpec]:
+    """Enabled tables of one source (or all), optionally narrowed to target or source table names."""
+    if source:
+        config.source(source)  # a clear error for an unknown source
+    specs = [s for s in config.tables() if source in (None, s.source_name)]
+    if tables:
+        wanted = set(tables)
+        unknown = wanted - {s.pg_table for s in specs} - {s.sf_table for s in specs} - {s.name for s in specs}
+        if unknown:
+            raise ValueError(f"no enabled table named {sorted(unknown)} in {source or 'any source'}")
+        specs = [s for s in specs if {s.pg_table, s.sf_table, s.name} & wanted]
+    return specs
+
+
+def plan_tables(
+    specs: list[TableSpec], instance: DagsterInstance | None, on_plan: Callable[[TableSpec, Plan], None] | None = None
+) -> dict[str, Plan]:
+    """Plan every table (one aggregated query each) and register new chunks with Dagster."""
+    plans = {}
+    postgres = PostgresResource()
+    with snowflake_resource(resolve=True).get_connection() as conn:
+        for spec in specs:
+            plans[spec.name] = replan(spec, conn, instance, postgres)
+            if on_plan:
+                on_plan(spec, plans[spec.name])
+    return plans
+
+
+def migrate(
+    config: AppConfig,
+    specs: list[TableSpec],
+    instance: DagsterInstance,
+    confirm_truncate: bool = False,
+    on_plan: Callable[[TableSpec, Plan], None] | None = None,
+    on_table_done: Callable[[TableOutcome], None] | None = None,
+) -> list[TableOutcome]:
+    """Plan, then load every partition of each table in one run per table (a single-run backfill)."""
+    resources = build_resources(resolve_env=True)
+    plans = plan_tables(specs, instance, on_plan)
+    outcomes = []
+    for spec in specs:
+        outcome = TableOutcome(spec, plans[spec.name])
+        keys = list(instance.get_dynamic_partitions(partitions_name(spec)))
+        if not keys:
+            outcome.success = True
+            outcomes.append(outcome)
+            continue
+        assets_def: AssetsDefinition = build_table_asset(spec)
+        result = materialize(
+            [assets_def, *build_table_checks(spec)],
+            instance=instance,
+            resources=resources,
+            run_config={"ops": {assets_def.op.name: {"config": {"confirm_truncate": confirm_truncate}}}},
+            tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
+            raise_on_error=False,
+        )
+        outcome.success = result.success
+        if not result.success:
+            failures = [e for e in result.all_events if e.is_step_failure]
+            outcome.error = failures[-1].step_failure_data.error.message.strip() if failures else "run failed"
+        else:
+            for event in result.get_asset_materialization_events():
+                outcome.metadata = {k: v.value for k, v in event.materialization.metadata.items()}
+            outcome.checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        outcomes.append(outcome)
+        if on_table_done:
+            on_table_done(outcome)
+    return outcomes
+
+
+def known_chunks(spec: TableSpec, instance: DagsterInstance | None, sf_conn: object) -> list:
+    """The table's chunks as Dagster and the ledger know them; planned afresh (unregistered) if neither does."""
+    from sf2pg.chunks import parse_chunk_key
+    from sf2pg.partitions import loaded_chunk_keys, source_columns
+    from sf2pg.planning import plan_table
+
+    keys = list(instance.get_dynamic_partitions(partitions_name(spec))) if instance else []
+    keys += [k for k in loaded_chunk_keys(PostgresResource(), spec) if k not in keys]
+    if keys:
+        return [parse_chunk_key(spec.chunking_type, k) for k in keys]
+    return plan_table(
+        sf_conn, spec.sf_database, spec.sf_schema, spec.sf_table, source_columns(sf_conn, spec),
+        spec.chunking_column, spec.chunking_type, spec.source_filter, spec.rows_per_chunk,
+    ).chunks  # fmt: skip
+
+
+def verify(specs: list[TableSpec], instance: DagsterInstance | None) -> list:
+    """Row counts and per-chunk fingerprints for each table (the asset checks, headless)."""
+    from sf2pg.partitions import source_columns
+    from sf2pg.reconcile import verify_table
+
+    verdicts = []
+    postgres = PostgresResource()
+    with snowflake_resource(resolve=True).get_connection() as sf:
+        for spec in specs:
+            with postgres.get_connection(spec.pg_database) as pg:
+                chunks = known_chunks(spec, instance, sf)
+                verdicts.append(verify_table(sf, pg, spec, source_columns(sf, spec), chunks))
+    return verdicts

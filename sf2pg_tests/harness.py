@@ -1,0 +1,153 @@
+"""Test harness: real servers, real drivers, and helpers to compare source and target row for row."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import snowflake.connector
+
+from sf2pg.devstack.emulator import Emulator
+from sf2pg.identifiers import sf_qualified, sf_quote
+from sf2pg.resources import SNOWFLAKE_SESSION
+
+
+@dataclass
+class Stack:
+    """The session's servers: the emulator and a PostgreSQL (embedded, or the user's via PG* vars)."""
+
+    emulator: Emulator
+    pg_env: dict[str, str]
+    work_dir: Path
+
+    def sf_connect(self, **extra: Any) -> snowflake.connector.SnowflakeConnection:
+        return snowflake.connector.connect(
+            user="fake",
+            password="snow",
+            account="fakesnow",
+            host=self.emulator.host,
+            port=self.emulator.port,
+            protocol="http",
+            session_parameters=dict(SNOWFLAKE_SESSION),
+            arrow_number_to_decimal=True,
+            network_timeout=60,
+            **extra,
+        )
+
+    @contextmanager
+    def pg(self, dbname: str) -> Iterator[psycopg.Connection]:
+        with psycopg.connect(dbname=dbname, autocommit=True) as conn:
+            yield conn
+
+    def create_pg_database(self, dbname: str) -> None:
+        with self.pg("postgres") as conn:
+            conn.execute(
+                psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg.sql.Identifier(dbname))
+            )
+            conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(dbname)))
+
+
+@dataclass
+class World:
+    """One test's private source database and target database."""
+
+    stack: Stack
+    sf_database: str
+    pg_database: str
+    sf: snowflake.connector.SnowflakeConnection
+
+    def sf_exec(self, *statements: str) -> list:
+        cur = self.sf.cursor()
+        out: list = []
+        for statement in statements:
+            out = cur.execute(statement).fetchall()
+        cur.close()
+        return out
+
+    def pg_query(self, query: str, params: tuple = ()) -> list:
+        with self.stack.pg(self.pg_database) as conn:
+            return conn.execute(query, params).fetchall()
+
+    def config(self, tables: list[dict], **top: Any) -> dict:
+        """A config dict for this world's databases, in the seed's shape."""
+        return {
+            "parallel_threads": 2,
+            "batch_size": 1000,
+            "rows_per_chunk": 500,
+            **top,
+            "sources": [
+                {
+                    "source_name": "src",
+                    "source_sf_database": self.sf_database,
+                    "source_sf_schema": "PUBLIC",
+                    "target_pg_database": self.pg_database,
+                    "target_pg_schema": "tgt",
+                    "tables": tables,
+                }
+            ],
+        }
+
+
+# ---- comparing content -----------------------------------------------------------------------
+
+
+def normalise(value: Any) -> Any:
+    """One comparable form for a value read from either side."""
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(dt.UTC)
+    if isinstance(value, memoryview | bytearray):
+        return bytes(value)
+    if isinstance(value, decimal.Decimal):
+        return value.normalize() if value == value.to_integral_value() else value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return decimal.Decimal(value).normalize()
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def _json_or_text(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value
+        if isinstance(parsed, dict | list):
+            return json.dumps(parsed, sort_keys=True)
+    return value
+
+
+def source_rows(world: World, table: str, columns: list[str], json_columns: set[str] = frozenset()) -> list[tuple]:
+    select = ", ".join(sf_quote(c) for c in columns)
+    rows = world.sf_exec(f"SELECT {select} FROM {sf_qualified(world.sf_database, 'PUBLIC', table)}")
+    return sorted(
+        (
+            tuple(normalise(_json_or_text(v) if c in json_columns else v) for c, v in zip(columns, r, strict=True))
+            for r in rows
+        ),
+        key=repr,
+    )
+
+
+def target_rows(world: World, schema: str, table: str, columns: list[str]) -> list[tuple]:
+    select = psycopg.sql.SQL(", ").join(map(psycopg.sql.Identifier, columns))
+    with world.stack.pg(world.pg_database) as conn:
+        rows = conn.execute(
+            psycopg.sql.SQL("SELECT {} FROM {}").format(select, psycopg.sql.Identifier(schema, table))
+        ).fetchall()
+    return sorted((tuple(normalise(v) for v in r) for r in rows), key=repr)
+
+
+def pg_env_from_os() -> dict[str, str] | None:
+    """The user's own server when PGHOST is set (libpq conventions), else None."""
+    if os.environ.get("PGHOST"):
+        return {k: v for k, v in os.environ.items() if k.startswith("PG")}
+    return None
