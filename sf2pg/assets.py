@@ -25,6 +25,7 @@ from pydantic import Field
 from sf2pg.chunks import parse_chunk_key
 from sf2pg.config import TableSpec
 from sf2pg.errors import InputError
+from sf2pg.extract import SnowflakeChunkSource, find_column
 from sf2pg.load.table import TableLoad
 from sf2pg.partitions import partitions_def, partitions_name, source_columns
 
@@ -95,7 +96,16 @@ def build_table_asset(spec: TableSpec) -> AssetsDefinition:
             spec=spec,
             chunks=[parse_chunk_key(spec.chunking_type, k) for k in keys],
             source_columns=columns,
-            snowflake=snowflake,
+            source=SnowflakeChunkSource(
+                snowflake,
+                spec.sf_database,
+                spec.sf_schema,
+                spec.sf_table,
+                find_column(columns, spec.chunking_column, "chunking", spec.config_path)
+                if spec.chunking_column
+                else None,
+                spec.source_filter,
+            ),
             full_load=bool(every) and set(keys) >= every,
             confirm_truncate=config.confirm_truncate,
             run_id=context.run_id,

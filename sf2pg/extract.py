@@ -5,7 +5,8 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
-from typing import Any
+from contextlib import ExitStack
+from typing import Any, Protocol
 
 import pyarrow as pa
 
@@ -137,3 +138,54 @@ def prefetched(source: Iterator[Any], depth: int = 4) -> Iterator[Any]:
                 items.get_nowait()
             except queue.Empty:
                 thread.join(0.05)
+
+
+class ChunkSource(Protocol):
+    """Where a chunk's rows come from. The loader only needs these three calls."""
+
+    def query_text(self, chunk: Chunk, columns: list[SourceColumn]) -> str: ...
+
+    def open(self, chunk: Chunk, columns: list[SourceColumn]) -> Iterator[pa.Table | pa.RecordBatch]: ...
+
+    def close(self) -> None: ...
+
+
+class SnowflakeChunkSource:
+    """Chunks streamed from Snowflake, one connection per loader thread, prefetched a few batches ahead."""
+
+    def __init__(
+        self,
+        snowflake: Any,
+        database: str,
+        schema: str,
+        table: str,
+        chunk_column: SourceColumn | None,
+        source_filter: str | None,
+    ) -> None:
+        self._snowflake = snowflake  # anything with a get_connection() context manager
+        self._where = (database, schema, table)
+        self._chunk_column = chunk_column
+        self._filter = source_filter
+        self._local = threading.local()
+        self._stack = ExitStack()
+        self._lock = threading.Lock()
+
+    def query_text(self, chunk: Chunk, columns: list[SourceColumn]) -> str:
+        return chunk_query(*self._where, columns, self._chunk_column, chunk, self._filter)
+
+    def open(self, chunk: Chunk, columns: list[SourceColumn]) -> Iterator[pa.Table]:
+        return prefetched(self._stream(self.query_text(chunk, columns)))
+
+    def _stream(self, query: str) -> Iterator[pa.Table]:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            with self._lock:
+                conn = self._local.conn = self._stack.enter_context(self._snowflake.get_connection())
+        try:
+            yield from stream_query(conn, query)
+        except Exception:
+            self._local.conn = None  # a failed session is replaced for the thread's next chunk
+            raise
+
+    def close(self) -> None:
+        self._stack.close()

@@ -66,21 +66,8 @@ class PostgresCopyIOManager(ConfigurableIOManager):
             "truncated": summary.truncated,
         }
         if len(chunks) == 1:
-            from sf2pg.extract import chunk_query, find_column
-
-            chunk_col = (
-                find_column(obj.source_columns, obj.spec.chunking_column, "chunking", obj.spec.config_path)
-                if obj.spec.chunking_column
-                else None
-            )
-            metadata["source_query"] = MetadataValue.md(
-                "```sql\n"
-                + chunk_query(
-                    obj.spec.sf_database, obj.spec.sf_schema, obj.spec.sf_table, obj.source_columns,
-                    chunk_col, chunks[0], obj.spec.source_filter,
-                )
-                + "\n```"
-            )  # fmt: skip
+            query = obj.source.query_text(chunks[0], obj.source_columns)
+            metadata["source_query"] = MetadataValue.md(f"```sql\n{query}\n```")
         if summary.skipped_source_columns:
             metadata["skipped_source_columns"] = ", ".join(summary.skipped_source_columns)
         if summary.unfilled_target_columns:

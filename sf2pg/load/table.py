@@ -20,7 +20,7 @@ from psycopg import sql
 from sf2pg.chunks import Chunk
 from sf2pg.config import TableSpec
 from sf2pg.errors import InputError
-from sf2pg.extract import chunk_query, find_column, prefetched, stream_query
+from sf2pg.extract import ChunkSource
 from sf2pg.load import indexes, ledger
 from sf2pg.load.chunk import ChunkResult, load_chunk
 from sf2pg.load.conform import BadDataError, conform
@@ -46,7 +46,7 @@ class TableLoad:
     spec: TableSpec
     chunks: list[Chunk]
     source_columns: list[SourceColumn]
-    snowflake: Any  # anything with a get_connection() context manager (dagster-snowflake's resource)
+    source: ChunkSource  # where chunk rows come from (Snowflake, or in-memory for benchmarks)
     full_load: bool = False  # the run covers every partition of the table
     confirm_truncate: bool = False
     run_id: str | None = None
@@ -98,27 +98,22 @@ def _side_of(exc: BaseException) -> str:
     return "Snowflake (source)" if module.startswith("snowflake") else "sf2pg"
 
 
-class _Connections:
-    """One Snowflake and one PostgreSQL connection per worker thread, closed together at the end."""
+class _TargetConnections:
+    """One PostgreSQL connection per loader thread, with bulk-load session settings; closed together."""
 
-    def __init__(self, job: TableLoad, postgres: PostgresResource) -> None:
-        self._job, self._postgres = job, postgres
+    def __init__(self, postgres: PostgresResource, database: str) -> None:
+        self._postgres, self._database = postgres, database
         self._local = threading.local()
         self._stack = ExitStack()
         self._lock = threading.Lock()
 
-    def get(self) -> tuple[Any, psycopg.Connection]:
-        if getattr(self._local, "pg", None) is None or self._local.pg.closed or self._local.pg.broken:
+    def get(self) -> psycopg.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken:
             with self._lock:
-                self._local.pg = self._stack.enter_context(self._postgres.get_connection(self._job.spec.pg_database))
-            apply_bulk_session_settings(self._local.pg)
-        if getattr(self._local, "sf", None) is None:
-            with self._lock:
-                self._local.sf = self._stack.enter_context(self._job.snowflake.get_connection())
-        return self._local.sf, self._local.pg
-
-    def reset_source(self) -> None:
-        self._local.sf = None  # a failed source connection is replaced on the next chunk
+                conn = self._local.conn = self._stack.enter_context(self._postgres.get_connection(self._database))
+            apply_bulk_session_settings(conn)
+        return conn
 
     def close(self) -> None:
         self._stack.close()
@@ -134,11 +129,6 @@ def load_table(
     spec = job.spec
     summary = TableLoadSummary(spec.name)
     t0 = time.perf_counter()
-    chunk_source = (
-        find_column(job.source_columns, spec.chunking_column, "chunking", _where(spec))
-        if spec.chunking_column
-        else None
-    )
     source_columns = job.source_columns
     with postgres.get_connection(spec.pg_database) as control:
         ledger.ensure_ledger(control)
@@ -174,7 +164,7 @@ def load_table(
             if dropped:
                 logger.info(f"{spec.name}: dropped {len(dropped)} secondary index(es) for the load: {dropped}")
         try:
-            _load_chunks(job, postgres, target, loaded, chunk_source, summary, on_chunk, logger)
+            _load_chunks(job, postgres, target, loaded, summary, on_chunk, logger)
         finally:
             if dropped:
                 t_index = time.perf_counter()
@@ -207,39 +197,28 @@ def _load_chunks(
     postgres: PostgresResource,
     target: TargetTable,
     loaded: list[SourceColumn],
-    chunk_source: SourceColumn | None,
     summary: TableLoadSummary,
     on_chunk: Callable[[ChunkResult], None] | None,
     logger: Any,
 ) -> None:
     spec = job.spec
-    connections = _Connections(job, postgres)
+    connections = _TargetConnections(postgres, spec.pg_database)
 
     def run(chunk: Chunk) -> ChunkResult:
-        query = chunk_query(
-            spec.sf_database, spec.sf_schema, spec.sf_table, loaded, chunk_source, chunk, spec.source_filter
-        )
         try:
-            sf_conn, pg_conn = connections.get()
-
-            def open_batches():
-                stream = prefetched(stream_query(sf_conn, query))
-                return conform(stream, target, spec.batch_size, spec.nul_bytes, _where(spec, chunk))
-
             return load_chunk(
-                pg_conn,
+                connections.get(),
                 target,
                 chunk,
-                open_batches,
+                lambda: conform(
+                    job.source.open(chunk, loaded), target, spec.batch_size, spec.nul_bytes, _where(spec, chunk)
+                ),
                 insert_only=spec.insert_only_mode,
                 run_id=job.run_id,
-                source_query=query,
+                source_query=job.source.query_text(chunk, loaded),
             )
         except Exception as exc:
-            side = _side_of(exc)
-            if side.startswith("Snowflake"):
-                connections.reset_source()
-            message = f"{side} failed: {exc}".strip()
+            message = f"{_side_of(exc)} failed: {exc}".strip()
             _note_failure(postgres, spec, chunk, message, job.run_id)
             raise ChunkLoadError(message, permanent=isinstance(exc, InputError)) from exc
 
@@ -264,6 +243,7 @@ def _load_chunks(
                     on_chunk(result)
     finally:
         connections.close()
+        job.source.close()
 
 
 def _note_failure(postgres: PostgresResource, spec: TableSpec, chunk: Chunk, message: str, run_id: str | None) -> None:
