@@ -73,8 +73,10 @@ class World:
         return out
 
     def pg_query(self, query: str, params: tuple = ()) -> list:
+        """Rows of a query (empty for a statement that returns none)."""
         with self.stack.pg(self.pg_database) as conn:
-            return conn.execute(query, params).fetchall()
+            cur = conn.execute(query, params)
+            return cur.fetchall() if cur.description else []
 
     def config(self, tables: list[dict], **top: Any) -> dict:
         """A config dict for this world's databases, in the seed's shape."""

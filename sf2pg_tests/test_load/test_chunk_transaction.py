@@ -127,7 +127,7 @@ def test_truncate_needs_both_the_config_flag_and_the_runtime_confirmation(world:
     raw = all_types_config(world, truncate_onstart=True)
     instance = DagsterInstance.ephemeral()
     assert run(world, raw, instance)[0].success
-    world.pg_query("INSERT INTO tgt.all_types (id, v) VALUES (999999, 'stray')")
+    world.pg_query("INSERT INTO tgt.all_types (id, v, ts_ntz) VALUES (999999, 'stray', '1990-01-01')")
     unconfirmed = run(world, raw, instance)[0]
     assert unconfirmed.success and not unconfirmed.metadata["truncated"]
     assert world.pg_query("SELECT count(*) FROM tgt.all_types WHERE id = 999999") == [(1,)]  # outside every chunk
