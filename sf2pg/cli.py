@@ -137,7 +137,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     instance = dagster_instance()
     t0 = time.monotonic()
     with _LoadProgress() as display:
-        outcomes = migrate(config, specs, instance, args.confirm_truncate, on_plan=display.on_plan)
+        outcomes = migrate(config, specs, instance, args.confirm_truncate, on_plan=display.on_plan, log_level="WARNING")
     print_migration_summary(outcomes, time.monotonic() - t0)
     failed = [o for o in outcomes if not o.success]
     for outcome in failed:

@@ -73,7 +73,7 @@ def seed(stack: DemoStack, scale: float) -> None:
     from sf2pg.resources import snowflake_resource
 
     with snowflake_resource(resolve=True).get_connection() as conn:
-        if demo_is_seeded(conn):
+        if demo_is_seeded(conn, scale):
             console.print("demo source already seeded")
             return
         counts = seed_demo(conn, scale=scale)
@@ -113,7 +113,7 @@ def run_demo(scale: float = 1.0, keep_running: bool = False) -> int:
 
         t0 = time.monotonic()
         with _LoadProgress() as display:
-            outcomes = migrate(config, specs, dagster_instance(), on_plan=display.on_plan)
+            outcomes = migrate(config, specs, dagster_instance(), on_plan=display.on_plan, log_level="WARNING")
         print_migration_summary(outcomes, time.monotonic() - t0)
         table = Table(title="source vs target row counts")
         for column in ("table", "snowflake rows", "postgres rows", "match"):

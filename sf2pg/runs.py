@@ -74,6 +74,7 @@ def migrate(
     confirm_truncate: bool = False,
     on_plan: Callable[[TableSpec, Plan], None] | None = None,
     on_table_done: Callable[[TableOutcome], None] | None = None,
+    log_level: str = "INFO",
 ) -> list[TableOutcome]:
     """Plan, then load every partition of each table in one run per table (a single-run backfill)."""
     resources = build_resources(resolve_env=True)
@@ -91,7 +92,10 @@ def migrate(
             [assets_def, *build_table_checks(spec)],
             instance=instance,
             resources=resources,
-            run_config={"ops": {assets_def.op.name: {"config": {"confirm_truncate": confirm_truncate}}}},
+            run_config={
+                "ops": {assets_def.op.name: {"config": {"confirm_truncate": confirm_truncate}}},
+                "loggers": {"console": {"config": {"log_level": log_level}}},
+            },
             tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
             raise_on_error=False,
         )

@@ -11,10 +11,10 @@ import textwrap
 import time
 
 from dagster import DagsterInstance, materialize
-from sf2pg.config import parse_config
 
 from sf2pg.assets import build_table_asset
 from sf2pg.build import build_resources
+from sf2pg.config import parse_config
 from sf2pg.partitions import partitions_name
 from sf2pg_tests.harness import World
 from sf2pg_tests.test_load.test_migrate import all_types_config, assert_exact, run, seed_all_types
