@@ -1,7 +1,8 @@
 """Source-to-target reconciliation: row counts per table and fingerprints per chunk.
 
 A fingerprint is computed with portable SQL on both sides: row count, min/max of the chunking
-column, min/max/sum of every numeric key column, and non-NULL counts of every loaded column.
+column, min/max/sum of every numeric key column, non-NULL counts of every loaded column, and, so that
+altered values show too, the sum of every integer/decimal column and of every text column's lengths.
 Chunks are fingerprinted in batches (one query per side per ``CHUNKS_PER_QUERY`` chunks), so a
 1,000-chunk table costs a handful of queries, not a thousand.
 """
@@ -24,6 +25,8 @@ from sf2pg.identifiers import pg_name_for, sf_qualified, sf_quote
 from sf2pg.typemap import SourceColumn, target_type
 
 CHUNKS_PER_QUERY = 250
+# Sums of wider columns could overflow NUMBER(38) in Snowflake; those columns keep min/max and counts.
+_SUMMABLE_PRECISION = 18
 
 
 @dataclass
@@ -62,17 +65,24 @@ class _Measure:
     """One aggregate computed identically on both sides."""
 
     label: str
-    kind: str  # count_rows | min | max | sum | count
+    kind: str  # count_rows | min | max | sum | count | sum_length
     source_column: SourceColumn | None = None
 
     def sf(self) -> str:
         if self.kind == "count_rows":
             return "COUNT(*)"
-        return f"{self.kind.upper()}({sf_quote(self.source_column.name)})"  # type: ignore[union-attr]
+        col = self.source_column
+        if self.kind == "sum_length":
+            return f"SUM(LENGTH({sf_quote(col.name)}))"  # type: ignore[union-attr]
+        if self.kind == "sum":  # exact: say the result type rather than trust the aggregate's
+            return f"CAST(SUM({sf_quote(col.name)}) AS NUMBER(38, {col.scale or 0}))"  # type: ignore[union-attr]
+        return f"{self.kind.upper()}({sf_quote(col.name)})"  # type: ignore[union-attr]
 
     def pg(self, target_name: str | None) -> sql.Composable:
         if self.kind == "count_rows":
             return sql.SQL("COUNT(*)")
+        if self.kind == "sum_length":
+            return sql.SQL("SUM(LENGTH({}))").format(sql.Identifier(target_name))  # type: ignore[arg-type]
         return sql.SQL("{}({})").format(sql.SQL(self.kind.upper()), sql.Identifier(target_name))  # type: ignore[arg-type]
 
 
@@ -90,6 +100,12 @@ def _measures(spec: TableSpec, columns: list[SourceColumn]) -> list[_Measure]:
                 _Measure(f"sum({col.name})", "sum", col),
             ]
     measures += [_Measure(f"non-null {c.name}", "count", c) for c in columns]
+    for c in columns:
+        kind = target_type(c).pg_type.split("(")[0]
+        if kind in {"smallint", "integer", "bigint", "numeric"} and (c.precision or 38) <= _SUMMABLE_PRECISION:
+            measures.append(_Measure(f"sum({c.name})", "sum", c))
+        elif kind == "text":
+            measures.append(_Measure(f"sum(length({c.name}))", "sum_length", c))
     return list(dict.fromkeys(measures))
 
 

@@ -1,0 +1,108 @@
+"""Asset checks: a clean load passes; one bad row fails exactly its chunk; re-materializing heals it."""
+
+from __future__ import annotations
+
+import pytest
+from dagster import AssetSelection, DagsterInstance, materialize
+
+from sf2pg.assets import asset_key, build_table_asset
+from sf2pg.build import build_resources
+from sf2pg.checks import build_table_checks
+from sf2pg.config import parse_config
+from sf2pg.partitions import partitions_name
+from sf2pg.runs import verify
+from sf2pg_tests.harness import World
+from sf2pg_tests.test_load.test_migrate import all_types_config, run, seed_all_types
+
+
+def loaded(world: World, **table_keys) -> tuple[DagsterInstance, object, list[str]]:
+    seed_all_types(world, 900)
+    instance = DagsterInstance.ephemeral()
+    raw = all_types_config(world, "id", **table_keys)
+    outcome = run(world, raw, instance)[0]
+    assert outcome.success, outcome.error
+    assert outcome.checks == {"row_count": True, "chunk_fingerprint": True}
+    spec = parse_config(raw).tables()[0]
+    return instance, spec, list(instance.get_dynamic_partitions(partitions_name(spec)))
+
+
+def id_range(key: str) -> tuple[int, int]:
+    lower, upper = key[3:].split("_")
+    return int(lower), int(upper)
+
+
+TAMPERING = {
+    "deleted": "DELETE FROM tgt.all_types WHERE id = %s",
+    "altered": "UPDATE tgt.all_types SET n_dec = n_dec + 1 WHERE id = %s",
+    "altered text": "UPDATE tgt.all_types SET v = v || '!' WHERE id = %s AND v IS NOT NULL AND v <> ''",
+    "nulled": "UPDATE tgt.all_types SET ts_ntz = NULL WHERE id = %s",
+}
+
+
+@pytest.mark.parametrize("how", list(TAMPERING))
+def test_one_bad_row_fails_exactly_its_chunk_and_rematerializing_heals_it(world: World, how: str):
+    instance, spec, keys = loaded(world)
+    victim = keys[1]
+    lower, _ = id_range(victim)
+    world.pg_query(TAMPERING[how], (lower + 2,))
+
+    [verdict] = verify([spec], instance)
+    assert [c.key for c in verdict.failed_chunks] == [victim]
+    assert verdict.failed_chunks[0].mismatches
+
+    result = materialize(
+        [build_table_asset(spec), *build_table_checks(spec)],
+        instance=instance,
+        resources=build_resources(resolve_env=True),
+        partition_key=victim,
+    )
+    assert result.success
+    assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {
+        "row_count": True,
+        "chunk_fingerprint": True,
+    }
+    assert verify([spec], instance)[0].passed
+
+
+def test_a_duplicated_row_fails_its_chunk_and_the_row_count(world: World):
+    instance, spec, keys = loaded(world, uniqueness_columns=[])
+    victim = keys[0]
+    lower, _ = id_range(victim)
+    world.pg_query("INSERT INTO tgt.all_types SELECT * FROM tgt.all_types WHERE id = %s", (lower + 1,))
+    [verdict] = verify([spec], instance)
+    assert not verdict.passed
+    assert verdict.target_rows == verdict.source_rows + 1
+    assert [c.key for c in verdict.failed_chunks] == [victim]
+
+
+def test_the_partitioned_check_names_the_failing_chunk_in_dagster(world: World):
+    instance, spec, keys = loaded(world)
+    victim = keys[-1]
+    lower, _ = id_range(victim)
+    world.pg_query("DELETE FROM tgt.all_types WHERE id = %s", (lower,))
+    result = materialize(
+        [build_table_asset(spec), *build_table_checks(spec)],
+        selection=AssetSelection.checks_for_assets(asset_key(spec)),
+        instance=instance,
+        resources=build_resources(resolve_env=True),
+        tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
+        raise_on_error=False,
+    )
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert not evaluations["chunk_fingerprint"].passed
+    assert victim in evaluations["chunk_fingerprint"].description
+    assert not evaluations["row_count"].passed
+    assert evaluations["row_count"].metadata["difference"].value == -1
+
+
+def test_fingerprints_of_a_thousand_chunks_take_a_handful_of_source_queries(world: World):
+    from sf2pg.chunks import Chunk, chunk_key
+    from sf2pg.partitions import source_columns
+    from sf2pg.reconcile import fingerprint_chunks
+
+    _, spec, _ = loaded(world)
+    chunks = [Chunk(chunk_key("id", i, i + 1), i, i + 1) for i in range(1, 1001)]
+    with world.stack.sf_connect() as sf, world.stack.pg(world.pg_database) as pg:
+        verdicts, queries = fingerprint_chunks(sf, pg, spec, source_columns(sf, spec), chunks)
+    assert queries <= 4
+    assert len(verdicts) == 1000 and all(v.passed for v in verdicts)
