@@ -107,6 +107,7 @@ def build_table_asset(spec: TableSpec) -> AssetsDefinition:
                 spec.source_filter,
             ),
             full_load=bool(every) and set(keys) >= every,
+            total_chunks=len(every) or None,
             confirm_truncate=config.confirm_truncate,
             run_id=context.run_id,
         )

@@ -96,7 +96,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     problems = check_connections(config)
     for problem in problems:
-        err_console.print(f"✗ {problem}", highlight=False, markup=False)
+        err_console.print(f"✗ {problem}", highlight=False, markup=False, soft_wrap=True)
     if problems:
         return 1
     console.print("[green]connections OK[/]: every source table and named column exists; targets reachable")
@@ -141,7 +141,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     print_migration_summary(outcomes, time.monotonic() - t0)
     failed = [o for o in outcomes if not o.success]
     for outcome in failed:
-        err_console.print(f"✗ {outcome.spec.name}: {outcome.error}", highlight=False, markup=False)
+        err_console.print(f"✗ {outcome.spec.name}: {outcome.error}", highlight=False, markup=False, soft_wrap=True)
     return 1 if failed else 0
 
 
@@ -180,7 +180,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     failed = [v for v in verdicts if not v.passed]
     for v in failed:
         for c in v.failed_chunks:
-            err_console.print(f"✗ {v.table} chunk {c.key}: {'; '.join(c.mismatches)}", highlight=False, markup=False)
+            err_console.print(
+                f"✗ {v.table} chunk {c.key}: {'; '.join(c.mismatches)}", highlight=False, markup=False, soft_wrap=True
+            )
     if not failed:
         total = sum(len(v.chunks) for v in verdicts)
         console.print(f"[green]all {len(verdicts)} table(s) and {total} chunk(s) match[/]")
@@ -307,11 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_not_yet("sync", "incremental sync lands with the watermark-sensor issue"),
         "Run one incremental pass.",
     )
-    add(
-        "verify",
-        cmd_not_yet("verify", "reconciliation lands with the asset-checks issue"),
-        "Run the reconciliation checks.",
-    )
+    p = add("verify", cmd_verify, "Run the reconciliation checks headless; exit non-zero on any mismatch.")
+    tables_args(p)
+    p.add_argument("--all-chunks", action="store_true", help="list passing chunks too")
     p = add("status", cmd_status, "Per-table progress from the migration_status ledger.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = add("restore-indexes", cmd_restore_indexes, "Rebuild secondary indexes a crashed full load left dropped.")
@@ -330,14 +330,14 @@ def main(argv: list[str] | None = None) -> None:
         code = args.func(args)
     except ConfigError as exc:
         err_console.print("[red]invalid config[/]", end=" ")
-        err_console.print(str(exc), highlight=False, markup=False)
+        err_console.print(str(exc), highlight=False, markup=False, soft_wrap=True)
         code = 2
     except KeyboardInterrupt:
         err_console.print("interrupted")
         code = 130
     except Exception as exc:  # a clear one-line error, never a traceback with connection details
         err_console.print("[red]error:[/]", end=" ")
-        err_console.print(f"{type(exc).__name__}: {exc}", highlight=False, markup=False)
+        err_console.print(f"{type(exc).__name__}: {exc}", highlight=False, markup=False, soft_wrap=True)
         code = 1
     sys.exit(code)
 

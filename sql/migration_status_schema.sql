@@ -65,8 +65,8 @@ SELECT
     t.total_chunks,
     COALESCE(c.completed, 0)        AS completed_chunks,
     COALESCE(c.failed, 0)           AS failed_chunks,
-    COALESCE(c.rows_copied, 0)      AS total_rows_copied,
-    COALESCE(c.bytes_copied, 0)     AS total_bytes_copied,
+    COALESCE(c.rows_copied, 0)::bigint  AS total_rows_copied,
+    COALESCE(c.bytes_copied, 0)::bigint AS total_bytes_copied,
     CASE
         WHEN COALESCE(c.failed, 0) > 0 THEN 'failed'
         WHEN t.total_chunks > 0 AND COALESCE(c.completed, 0) >= t.total_chunks THEN 'completed'

@@ -48,6 +48,7 @@ class TableLoad:
     source_columns: list[SourceColumn]
     source: ChunkSource  # where chunk rows come from (Snowflake, or in-memory for benchmarks)
     full_load: bool = False  # the run covers every partition of the table
+    total_chunks: int | None = None  # how many partitions the table has in all (for the ledger)
     confirm_truncate: bool = False
     run_id: str | None = None
 
@@ -152,6 +153,7 @@ def load_table(
                 spec.pg_table,
                 spec.source_name,
                 f"{spec.sf_database}.{spec.sf_schema}.{spec.sf_table}",
+                total_chunks=job.total_chunks,
                 pristine=True if target.created else None,
             )
         dropped: list[str] = []

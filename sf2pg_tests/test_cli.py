@@ -1,0 +1,112 @@
+"""The sf2pg command line, run as a user would: exit codes and what it prints."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sf2pg.cli import main
+from sf2pg_tests.harness import World
+from sf2pg_tests.test_load.test_migrate import all_types_config, seed_all_types
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sf2pg(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sf2pg.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {}), "COLUMNS": "200"},
+        timeout=300,
+    )
+
+
+def run_cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out + out.err
+
+
+def write_config(tmp_path: Path, raw: dict) -> str:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(raw))
+    return str(path)
+
+
+def test_every_subcommand_explains_itself():
+    for command in ("validate", "plan", "migrate", "sync", "verify", "status", "restore-indexes", "demo", "dev"):
+        result = sf2pg(command, "--help")
+        assert result.returncode == 0, result.stderr
+        assert "usage: sf2pg" in result.stdout and len(result.stdout.splitlines()) > 3
+
+
+def test_a_malformed_config_gives_one_line_per_problem_and_a_nonzero_exit(tmp_path: Path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps({"sources": [{"source_name": "x", "tables": [{"source": "T", "chunking_column": ["A"]}]}]})
+    )
+    result = sf2pg("--config", str(bad), "validate")
+    assert result.returncode == 2
+    assert "sources[0].source_sf_database: is required" in result.stderr
+    assert "sources[0].tables[0].chunking_column: unknown key (hint: did you mean `chunking_columns`?)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_json_and_missing_files_are_named(tmp_path: Path):
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"sources": [}')
+    result = sf2pg("--config", str(broken), "validate")
+    assert result.returncode == 2 and "line 1, column 14" in result.stderr
+    result = sf2pg("validate", env={"SF2PG_CONFIG": str(tmp_path / "nope.json")})
+    assert result.returncode == 2 and "nope.json" in result.stderr and "SF2PG_CONFIG" in result.stderr
+
+
+def test_the_shipped_configs_validate():
+    assert sf2pg("validate").returncode == 0
+    assert sf2pg("--config", "config/example.full.json", "validate").returncode == 0
+
+
+def test_validate_connect_names_missing_tables_and_columns(world: World, tmp_path: Path, capsys):
+    seed_all_types(world, 50)
+    raw = all_types_config(world)
+    raw["sources"][0]["tables"][0]["uniqueness_columns"] = ["NO_SUCH_COLUMN"]
+    raw["sources"][0]["tables"].append({"source": "MISSING_TABLE"})
+    code, out = run_cli(capsys, "--config", write_config(tmp_path, raw), "validate", "--connect")
+    assert code == 1
+    assert "sources[0].tables[0].uniqueness_columns" in out and "'NO_SUCH_COLUMN'" in out
+    assert "sources[0].tables[1].source" in out and "MISSING_TABLE" in out
+
+
+def test_migrate_verify_and_status_from_the_command_line(world: World, tmp_path: Path, capsys):
+    seed_all_types(world, 700)
+    config = write_config(tmp_path, all_types_config(world))
+    code, out = run_cli(capsys, "--config", config, "validate", "--connect")
+    assert code == 0, out
+    code, out = run_cli(capsys, "--config", config, "plan", "--no-register")
+    assert code == 0 and "estimated rows" in out
+    code, out = run_cli(capsys, "--config", config, "migrate", "src")
+    assert code == 0, out
+    assert "src.all_types" in out and "ok" in out
+    code, out = run_cli(capsys, "--config", config, "verify")
+    assert code == 0 and "match" in out, out
+    code, out = run_cli(capsys, "--config", config, "status", "--json")
+    [row] = json.loads(out)
+    assert row["status"] == "completed" and row["total_rows_copied"] == 701
+    world.pg_query("DELETE FROM tgt.all_types WHERE id = 5")
+    code, out = run_cli(capsys, "--config", config, "verify")
+    assert code == 1 and "✗ src.all_types chunk 20" in out and "rows: source" in out
+
+
+def test_migrate_exits_nonzero_when_a_table_fails(world: World, tmp_path: Path, capsys):
+    raw = world.config([{"source": "DOES_NOT_EXIST"}])
+    code, out = run_cli(capsys, "--config", write_config(tmp_path, raw), "migrate")
+    assert code != 0
+    assert "DOES_NOT_EXIST" in out and "sources[0].tables[0]" in out
