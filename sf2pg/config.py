@@ -77,6 +77,7 @@ class TableConfig(_Strict):
     batch_size: int | None = Field(default=None, ge=1000, le=1_000_000)
     rows_per_chunk: int | None = Field(default=None, ge=100, le=100_000_000)
     nul_bytes: Literal["fail", "strip"] = "fail"
+    watermark_lookback: int = Field(default=0, ge=0)
 
     @field_validator("source_filter")
     @classmethod
@@ -104,6 +105,8 @@ class SourceConfig(_Strict):
     parallel_threads: int | None = Field(default=None, ge=1, le=64)
     batch_size: int | None = Field(default=None, ge=1000, le=1_000_000)
     rows_per_chunk: int | None = Field(default=None, ge=100, le=100_000_000)
+    sensor_running: bool = False
+    sensor_interval_seconds: int = Field(default=300, ge=30)
     tables: list[TableConfig] = Field(default_factory=list)
 
     @field_validator("source_name")
@@ -168,6 +171,7 @@ class TableSpec:
     rows_per_chunk: int
     nul_bytes: Literal["fail", "strip"]
     config_path: str
+    watermark_lookback: int = 0
 
     @property
     def asset_key_path(self) -> list[str]:
@@ -214,6 +218,7 @@ def _resolve(top: AppConfig, source: SourceConfig, table: TableConfig, path: str
         rows_per_chunk=inherit("rows_per_chunk"),
         nul_bytes=table.nul_bytes,
         config_path=path,
+        watermark_lookback=table.watermark_lookback,
     )
 
 
@@ -359,6 +364,23 @@ def _cross_checks(config: AppConfig) -> list[ConfigProblem]:
                         f"{path}.truncate_onstart",
                         "cannot be combined with source_filter: truncating drops rows the filter never reloads",
                         "drop truncate_onstart, or move the filter into a view",
+                    )
+                )
+            if table.source_watermark and not table.uniqueness_columns and not table.insert_only_mode:
+                problems.append(
+                    ConfigProblem(
+                        f"{path}.source_watermark",
+                        "incremental sync merges by key, but the table has no uniqueness_columns",
+                        "add uniqueness_columns; or set insert_only_mode for append-only sync; "
+                        "or drop source_watermark and reload in full",
+                    )
+                )
+            if table.source_watermark and not table.uniqueness_columns and table.watermark_lookback:
+                problems.append(
+                    ConfigProblem(
+                        f"{path}.watermark_lookback",
+                        "re-reading rows without uniqueness_columns would duplicate them",
+                        "set it to 0 for append-only sync, or add uniqueness_columns",
                     )
                 )
             if table.target_watermark and not table.source_watermark:
