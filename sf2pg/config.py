@@ -1,8 +1,8 @@
 """The migration config: the original tool's ``config.json`` shape, validated with pydantic.
 
 A bad file gets one message per problem, each naming its path (``sources[0].tables[2].chunking_columns``)
-with a hint; unknown keys suggest the closest known one. Table settings inherit from the source,
-then the top level, then the defaults.
+with a hint, so a user fixes everything in one pass. Table settings inherit from the source, then the
+top level, then the defaults; the rest of sf2pg only sees the resolved ``TableSpec``.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ import difflib
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 DEFAULT_CONFIG_PATH = Path("config/config.json")
 ENV_VAR = "SF2PG_CONFIG"
@@ -24,11 +25,22 @@ DEFAULT_PARALLEL_THREADS = 4
 DEFAULT_BATCH_SIZE = 50_000
 DEFAULT_ROWS_PER_CHUNK = 1_000_000
 
+# Inclusive bounds of the tuning keys; rows_per_chunk goes down to 100 so tests can plan many small chunks.
+BOUNDS: dict[str, tuple[int, int]] = {
+    "parallel_threads": (1, 64),
+    "batch_size": (1_000, 1_000_000),
+    "rows_per_chunk": (100, 100_000_000),
+}
+CHUNKING_TYPES = ("timestamp", "date", "id", "integer")
+
 _UNQUOTED = re.compile(r"^[A-Z_][A-Z0-9_$]*$")
 _SOURCE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_ECHO_LIMIT = 60
 
 
 class ConfigProblem(NamedTuple):
+    """One thing wrong with a config, located by its JSON path."""
+
     path: str
     message: str
     hint: str | None = None
@@ -38,7 +50,7 @@ class ConfigProblem(NamedTuple):
 
 
 class ConfigError(Exception):
-    """Every problem found in a config file, one line each."""
+    """Every problem found in a config, one line each, so nothing is fixed blind."""
 
     def __init__(self, origin: str, problems: list[ConfigProblem]) -> None:
         self.origin = origin
@@ -47,87 +59,83 @@ class ConfigError(Exception):
 
     def __str__(self) -> str:
         count = len(self.problems)
-        lines = [f"{self.origin}: {count} problem{'s' if count != 1 else ''}"]
-        lines += [f"  {p}" for p in self.problems]
+        lines = [f"{self.origin}: {count} problem{'' if count == 1 else 's'}"]
+        lines += [f"  {problem}" for problem in self.problems]
         return "\n".join(lines)
 
 
+# ---- models: the JSON as written -------------------------------------------------------------
+
+NonEmpty = Annotated[str, Field(min_length=1)]
+ChunkingTypeName = Literal["timestamp", "date", "id", "integer"]
+
+
+def _tuning(key: str, description: str) -> Any:
+    low, high = BOUNDS[key]
+    return Field(default=None, ge=low, le=high, description=description)
+
+
 class _Strict(BaseModel):
+    # strict: a JSON "4" is not silently taken as 4, and 1 is not taken as true
     model_config = ConfigDict(extra="forbid", strict=True)
 
-
-ChunkingTypeName = Literal["timestamp", "date", "id", "integer"]
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_unset(cls, data: Any) -> Any:
+        """JSON ``null`` on an optional key means "not set", as in the original tool's examples."""
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        return {k: v for k, v in data.items() if v is not None or k not in fields or fields[k].is_required()}
 
 
 class TableConfig(_Strict):
     """One table, as in the original tool, plus sf2pg's own keys."""
 
     enabled: bool = True
-    source: str = Field(min_length=1, description="Snowflake table name as Snowflake stores it.")
-    target: str | None = Field(default=None, description="PostgreSQL table; default: source, lower-cased if unquoted.")
-    chunking_columns: list[str] = Field(default_factory=list)
+    source: NonEmpty = Field(description="the Snowflake table name, as Snowflake stores it")
+    target: NonEmpty | None = Field(default=None, description="the PostgreSQL table name")
+    chunking_columns: list[NonEmpty] = Field(default_factory=list)
     chunking_column_types: list[ChunkingTypeName] = Field(default_factory=list)
-    uniqueness_columns: list[str] = Field(default_factory=list)
-    source_watermark: str | None = None
-    target_watermark: str | None = None
+    uniqueness_columns: list[NonEmpty] = Field(default_factory=list)
+    source_watermark: NonEmpty | None = None
+    target_watermark: NonEmpty | None = None
     truncate_onstart: bool = False
     insert_only_mode: bool = False
     source_filter: str | None = None
-    parallel_threads: int | None = Field(default=None, ge=1, le=64)
-    batch_size: int | None = Field(default=None, ge=1000, le=1_000_000)
-    rows_per_chunk: int | None = Field(default=None, ge=100, le=100_000_000)
+    parallel_threads: int | None = _tuning("parallel_threads", "threads for this table")
+    batch_size: int | None = _tuning("batch_size", "rows per Arrow batch sent to COPY")
+    rows_per_chunk: int | None = _tuning("rows_per_chunk", "target rows per planned chunk")
     nul_bytes: Literal["fail", "strip"] = "fail"
-    watermark_lookback: int = Field(default=0, ge=0)
-
-    @field_validator("source_filter")
-    @classmethod
-    def _single_expression(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        for marker, name in ((";", "';'"), ("--", "'--'"), ("/*", "'/*'")):
-            if marker in value:
-                raise ValueError(
-                    f"must be a single boolean expression; {name} is not allowed "
-                    '(hint: write only the condition, e.g. "id > 1000000")'
-                )
-        if not value.strip():
-            raise ValueError('is empty (hint: remove the key, or write a condition such as "id > 0")')
-        return value
 
 
 class SourceConfig(_Strict):
-    source_name: str = Field(min_length=1)
-    enabled: bool = True
-    source_sf_database: str = Field(min_length=1)
-    source_sf_schema: str = Field(min_length=1)
-    target_pg_database: str = Field(min_length=1)
-    target_pg_schema: str = Field(min_length=1)
-    parallel_threads: int | None = Field(default=None, ge=1, le=64)
-    batch_size: int | None = Field(default=None, ge=1000, le=1_000_000)
-    rows_per_chunk: int | None = Field(default=None, ge=100, le=100_000_000)
-    sensor_running: bool = False
-    sensor_interval_seconds: int = Field(default=300, ge=30)
-    tables: list[TableConfig] = Field(default_factory=list)
+    """One Snowflake schema copied into one PostgreSQL schema."""
 
-    @field_validator("source_name")
-    @classmethod
-    def _asset_key_safe(cls, value: str) -> str:
-        if not _SOURCE_NAME.match(value):
-            raise ValueError(
-                f"{value!r} must start with a letter and hold only letters, digits and underscores "
-                "(hint: it becomes a Dagster asset key part and group name)"
-            )
-        return value
+    source_name: NonEmpty = Field(description="a short name; it becomes the Dagster asset key prefix and group")
+    enabled: bool = True
+    source_sf_database: NonEmpty = Field(description="the Snowflake database to read from")
+    source_sf_schema: NonEmpty = Field(description="the Snowflake schema to read from")
+    target_pg_database: NonEmpty = Field(description="the PostgreSQL database to load into")
+    target_pg_schema: NonEmpty = Field(description="the PostgreSQL schema to load into")
+    parallel_threads: int | None = _tuning("parallel_threads", "threads for this source's tables")
+    batch_size: int | None = _tuning("batch_size", "rows per Arrow batch sent to COPY")
+    rows_per_chunk: int | None = _tuning("rows_per_chunk", "target rows per planned chunk")
+    tables: list[TableConfig] = Field(default_factory=list)
 
 
 class AppConfig(_Strict):
+    """The whole file: defaults for every table, and the sources."""
+
     parallel_threads: int = Field(default=DEFAULT_PARALLEL_THREADS, ge=1, le=64)
-    batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1000, le=1_000_000)
+    batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1_000, le=1_000_000)
     rows_per_chunk: int = Field(default=DEFAULT_ROWS_PER_CHUNK, ge=100, le=100_000_000)
-    sources: list[SourceConfig] = Field(min_length=1)
+    sources: list[SourceConfig] = Field(min_length=1, description="the sources to copy, at least one")
+
+    _origin: str = PrivateAttr(default="<config>")
 
     def tables(self, enabled_only: bool = True) -> list[TableSpec]:
-        """Resolved tables in file order (enabled sources' enabled tables unless ``enabled_only=False``)."""
+        """Resolved tables in file order; ``enabled_only`` skips disabled sources and disabled tables."""
         specs = []
         for i, source in enumerate(self.sources):
             for j, table in enumerate(source.tables):
@@ -137,18 +145,22 @@ class AppConfig(_Strict):
         return specs
 
     def source(self, name: str) -> SourceConfig:
+        """The source called ``name``; an unknown name is a ``ConfigError`` with a did-you-mean."""
         for source in self.sources:
             if source.source_name == name:
                 return source
         names = [s.source_name for s in self.sources]
         close = difflib.get_close_matches(name, names, n=1)
         hint = f"did you mean `{close[0]}`?" if close else f"known sources: {', '.join(names)}"
-        raise ConfigError("sources", [ConfigProblem("sources", f"no source named {name!r}", hint)])
+        raise ConfigError(self._origin, [ConfigProblem("sources", f"no source named {_echo(name)}", hint)])
+
+
+# ---- resolved tables: what the rest of sf2pg uses ----------------------------------------------
 
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A table's effective settings after inheritance: what the rest of sf2pg uses."""
+    """A table's effective settings after inheritance."""
 
     source_name: str
     sf_database: str
@@ -171,7 +183,6 @@ class TableSpec:
     rows_per_chunk: int
     nul_bytes: Literal["fail", "strip"]
     config_path: str
-    watermark_lookback: int = 0
 
     @property
     def asset_key_path(self) -> list[str]:
@@ -183,11 +194,12 @@ class TableSpec:
 
 
 def default_target_name(snowflake_name: str) -> str:
+    """Snowflake upper-cases unquoted names and PostgreSQL lower-cases them: map one to the other."""
     return snowflake_name.lower() if _UNQUOTED.match(snowflake_name) else snowflake_name
 
 
 def _resolve(top: AppConfig, source: SourceConfig, table: TableConfig, path: str) -> TableSpec:
-    def inherit(key: str) -> Any:
+    def inherit(key: str) -> int:
         for level in (table, source):
             if getattr(level, key) is not None:
                 return getattr(level, key)
@@ -205,7 +217,7 @@ def _resolve(top: AppConfig, source: SourceConfig, table: TableConfig, path: str
         pg_schema=source.target_pg_schema,
         pg_table=table.target or default_target_name(table.source),
         chunking_column=table.chunking_columns[0] if table.chunking_columns else None,
-        chunking_type=kind,  # type: ignore[arg-type]
+        chunking_type=cast(Literal["timestamp", "date", "id"] | None, kind),
         extra_chunking_columns=tuple(table.chunking_columns[1:]),
         uniqueness_columns=tuple(table.uniqueness_columns),
         source_watermark=watermark,
@@ -218,15 +230,14 @@ def _resolve(top: AppConfig, source: SourceConfig, table: TableConfig, path: str
         rows_per_chunk=inherit("rows_per_chunk"),
         nul_bytes=table.nul_bytes,
         config_path=path,
-        watermark_lookback=table.watermark_lookback,
     )
 
 
-# ---- loading and validation ------------------------------------------------------------------
+# ---- loading -----------------------------------------------------------------------------------
 
 
 def config_path(cli_value: str | Path | None = None) -> Path:
-    """``--config`` value, else ``$SF2PG_CONFIG``, else ``config/config.json``."""
+    """``--config`` value, else ``$SF2PG_CONFIG``, else ``config/config.json`` (relative to the cwd)."""
     if cli_value:
         return Path(cli_value)
     if os.environ.get(ENV_VAR):
@@ -234,171 +245,276 @@ def config_path(cli_value: str | Path | None = None) -> Path:
     return DEFAULT_CONFIG_PATH
 
 
+def _chosen_by(path: str | Path | None) -> str:
+    if path:
+        return "given with --config"
+    if os.environ.get(ENV_VAR):
+        return f"from ${ENV_VAR}"
+    return f"the default, relative to {Path.cwd()}"
+
+
 def load_config(path: str | Path | None = None) -> AppConfig:
     """Read and validate a config file; ``ConfigError`` lists every problem."""
-    how = "--config" if path else (ENV_VAR if os.environ.get(ENV_VAR) else "the default path")
     resolved = config_path(path)
     origin = str(resolved)
+
+    def fail(message: str, hint: str | None = None) -> ConfigError:
+        return ConfigError(origin, [ConfigProblem("(file)", message, hint)])
+
     try:
-        text = resolved.read_text()
+        text = resolved.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(
-            origin,
-            [ConfigProblem("(file)", f"no config file at {resolved} (chosen by {how})",
-                           f"pass --config PATH or set {ENV_VAR}; config/example.full.json shows every key")],
-        ) from None  # fmt: skip
+        raise fail(
+            f"no config file at {resolved} ({_chosen_by(path)})",
+            f"pass --config PATH or set {ENV_VAR}; config/example.full.json shows every key",
+        ) from None
+    except UnicodeDecodeError:
+        raise fail("is not UTF-8 text", "save the file as UTF-8 JSON") from None
+    except OSError as exc:
+        raise fail(f"cannot read {resolved} ({_chosen_by(path)}): {exc.strerror}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ConfigError(
-            origin,
-            [ConfigProblem("(file)", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")],
+        raise fail(
+            f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}",
+            "JSON allows no comments and no trailing commas",
         ) from None
     return parse_config(data, origin)
 
 
+def parse_config(data: object, origin: str = "<config>") -> AppConfig:
+    """Validate already-parsed JSON; ``ConfigError`` lists every problem, in file order."""
+    if not isinstance(data, dict):
+        found = type(data).__name__ if data is not None else "null"
+        raise ConfigError(
+            origin,
+            [ConfigProblem("(top level)", f"must be a JSON object, found {found}", "see config/example.full.json")],
+        )
+    problems: list[ConfigProblem] = []
+    config: AppConfig | None = None
+    try:
+        config = AppConfig.model_validate(data)
+    except ValidationError as exc:
+        problems += [_problem_from(error) for error in exc.errors()]  # type: ignore[arg-type]
+    # rules that span keys still run when pydantic failed elsewhere, so one pass finds everything
+    problems += _rule_problems(data)
+    if problems:
+        unique = list(dict.fromkeys(problems))
+        raise ConfigError(origin, sorted(unique, key=_file_order))
+    assert config is not None
+    config._origin = origin
+    return config
+
+
+# ---- pydantic errors -> problems ---------------------------------------------------------------
+
 _LEVEL_KEYS = {
-    "top": set(AppConfig.model_fields),
-    "source": set(SourceConfig.model_fields),
-    "table": set(TableConfig.model_fields),
+    "top": list(AppConfig.model_fields),
+    "source": list(SourceConfig.model_fields),
+    "table": list(TableConfig.model_fields),
 }
-
-
-def _level_of(loc: tuple) -> str:
-    if "tables" in loc[:-1]:
-        return "table"
-    if "sources" in loc[:-1]:
-        return "source"
-    return "top"
-
-
-def _path_of(loc: tuple) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
+_LEVEL_WHERE = {"top": "at the top level", "source": "in a source", "table": "in a table (inside `tables`)"}
 
 _TYPE_NAMES = {
-    "str": "a string",
+    "string": "a string",
     "int": "a whole number",
     "bool": "true or false",
     "list": "a list",
     "dict": "an object",
+    "model": "an object",
+    "model_attributes": "an object",
 }
 
 
-def _problem_from(error: dict) -> ConfigProblem:
+def _echo(value: Any) -> str:
+    """A value as JSON, cut short so a message never carries a large (or secret-sized) blob."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= _ECHO_LIMIT else text[: _ECHO_LIMIT - 3] + "..."
+
+
+def _path_of(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            name = str(part) if len(str(part)) <= _ECHO_LIMIT else str(part)[: _ECHO_LIMIT - 3] + "..."
+            out += f".{name}" if out else name
+    return out or "(top level)"
+
+
+def _level_of(loc: tuple[Any, ...]) -> str:
+    """Which model a location's last key belongs to."""
+    parents = loc[:-1]
+    if "tables" in parents:
+        return "table"
+    return "source" if "sources" in parents else "top"
+
+
+def _file_order(problem: ConfigProblem) -> tuple[int, ...]:
+    return tuple(int(n) for n in re.findall(r"\[(\d+)\]", problem.path))
+
+
+def _unknown_key(loc: tuple[Any, ...], path: str) -> ConfigProblem:
+    level = _level_of(loc)
+    key = str(loc[-1])
+    allowed = _LEVEL_KEYS[level]
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    if key not in allowed and (home := next((lv for lv, keys in _LEVEL_KEYS.items() if key in keys), None)):
+        hint = f"`{key}` belongs {_LEVEL_WHERE[home]}, not {_LEVEL_WHERE[level].split(' (')[0]}"
+    elif close:
+        hint = f"did you mean `{close[0]}`?"
+    else:
+        hint = f"allowed keys {_LEVEL_WHERE[level]}: {', '.join(allowed)}"
+    return ConfigProblem(path, "unknown key", hint)
+
+
+def _problem_from(error: dict[str, Any]) -> ConfigProblem:
+    # drop pydantic's synthetic loc parts (validator and union branch names)
     loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith(("function-", "literal["))))
     path = _path_of(loc)
-    kind = error["type"]
+    kind: str = error["type"]
+    found = _echo(error.get("input"))
+    key = next((p for p in reversed(loc) if isinstance(p, str)), "")
     if kind == "extra_forbidden":
-        allowed = _LEVEL_KEYS[_level_of(loc)]
-        close = difflib.get_close_matches(str(loc[-1]), sorted(allowed), n=1, cutoff=0.6)
-        hint = f"did you mean `{close[0]}`?" if close else f"allowed keys: {', '.join(sorted(allowed))}"
-        return ConfigProblem(path, "unknown key", hint)
+        return _unknown_key(loc, path)
     if kind == "missing":
-        return ConfigProblem(path, "is required", None)
+        field = _model_field(loc)
+        return ConfigProblem(path, "is required", field.description if field else None)
     if kind == "literal_error":
-        expected = error.get("ctx", {}).get("expected", "")
-        return ConfigProblem(path, f"{_short(error.get('input'))} is not allowed", f"use one of {expected}")
-    if kind == "value_error":
-        message = str(error["msg"]).removeprefix("Value error, ")
-        hint = None
-        if "(hint: " in message:
-            message, hint = message.split(" (hint: ", 1)
-            hint = hint.rstrip(")")
-        return ConfigProblem(path, message, hint)
-    if kind.endswith("_type") or kind.endswith("_parsing"):
-        expected = _TYPE_NAMES.get(kind.split("_")[0], kind.split("_")[0])
-        return ConfigProblem(path, f"must be {expected}, found {_short(error.get('input'))}")
-    return ConfigProblem(path, f"{error['msg']} (found {_short(error.get('input'))})")
+        return ConfigProblem(path, f"{found} is not allowed", f"use one of {error['ctx']['expected']}")
+    if kind in ("greater_than_equal", "less_than_equal"):
+        low, high = BOUNDS.get(key, (error.get("ctx", {}).get("ge"), error.get("ctx", {}).get("le")))
+        return ConfigProblem(path, f"must be between {low} and {high}, found {found}")
+    if kind == "string_too_short":
+        return ConfigProblem(path, "must not be empty")
+    if kind == "too_short":
+        return ConfigProblem(path, f"must have at least {error['ctx']['min_length']} entry, found none")
+    if kind.endswith("_type"):
+        expected = _TYPE_NAMES.get(kind.removesuffix("_type"), kind.removesuffix("_type"))
+        return ConfigProblem(path, f"must be {expected}, found {found}")
+    return ConfigProblem(path, f"{error['msg']} (found {found})")
 
 
-def parse_config(data: object, origin: str = "<config>") -> AppConfig:
-    """Validate a parsed config; ``ConfigError`` lists every problem."""
-    if not isinstance(data, dict):
-        raise ConfigError(
-            origin, [ConfigProblem("(top level)", "must be a JSON object", "see config/example.full.json")]
-        )
+def _model_field(loc: tuple[Any, ...]) -> Any:
+    fields = {"top": AppConfig, "source": SourceConfig, "table": TableConfig}[_level_of(loc)].model_fields
+    return fields.get(str(loc[-1])) if loc else None
+
+
+# ---- rules that pydantic field types cannot express ---------------------------------------------
+
+
+def _objects(value: Any) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Index and item of every object in a JSON list (anything else was already reported)."""
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if isinstance(item, dict):
+                yield i, item
+
+
+def _valid_table(raw: dict[str, Any]) -> TableConfig | None:
     try:
-        config = AppConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = list(dict.fromkeys(_problem_from(e) for e in exc.errors()))  # type: ignore[arg-type]
-        raise ConfigError(origin, problems) from None
-    problems = _cross_checks(config)
-    if problems:
-        raise ConfigError(origin, problems)
-    return config
+        return TableConfig.model_validate(raw)
+    except ValidationError:
+        return None  # its problems come from the whole-file validation
 
 
-def _cross_checks(config: AppConfig) -> list[ConfigProblem]:
+def _rule_problems(data: dict[str, Any]) -> list[ConfigProblem]:
+    """Duplicates across the file and per-table combinations, checked on whatever parts are valid."""
     problems: list[ConfigProblem] = []
-    seen_sources: dict[str, int] = {}
+    names: dict[str, str] = {}
     targets: dict[tuple[str, str, str], str] = {}
-    for i, source in enumerate(config.sources):
-        if source.source_name in seen_sources:
-            problems.append(
-                ConfigProblem(f"sources[{i}].source_name", f"{source.source_name!r} is already used by sources[{seen_sources[source.source_name]}]")
-            )  # fmt: skip
-        seen_sources.setdefault(source.source_name, i)
-        for j, table in enumerate(source.tables):
+    for i, source in _objects(data.get("sources")):
+        name = source.get("source_name")
+        if isinstance(name, str) and name:
+            if name in names:
+                problems.append(
+                    ConfigProblem(
+                        f"sources[{i}].source_name",
+                        f"{_echo(name)} is already used by {names[name]}",
+                        "source names become Dagster asset key prefixes and must be unique",
+                    )
+                )
+            else:
+                names[name] = f"sources[{i}]"
+            if not _SOURCE_NAME.match(name):
+                problems.append(
+                    ConfigProblem(
+                        f"sources[{i}].source_name",
+                        f"{_echo(name)} must start with a letter and hold only letters, digits and underscores",
+                        "it becomes a Dagster asset key part and group name",
+                    )
+                )
+        source_enabled = source.get("enabled") is not False
+        for j, raw in _objects(source.get("tables")):
             path = f"sources[{i}].tables[{j}]"
-            if len(table.chunking_column_types) != len(table.chunking_columns):
-                problems.append(
-                    ConfigProblem(
-                        f"{path}.chunking_column_types",
-                        f"has {len(table.chunking_column_types)} entries for "
-                        f"{len(table.chunking_columns)} chunking_columns",
-                        "give one type (timestamp, date, id) per chunking column",
-                    )
-                )
-            if table.truncate_onstart and table.source_filter:
-                problems.append(
-                    ConfigProblem(
-                        f"{path}.truncate_onstart",
-                        "cannot be combined with source_filter: truncating drops rows the filter never reloads",
-                        "drop truncate_onstart, or move the filter into a view",
-                    )
-                )
-            if table.source_watermark and not table.uniqueness_columns and not table.insert_only_mode:
-                problems.append(
-                    ConfigProblem(
-                        f"{path}.source_watermark",
-                        "incremental sync merges by key, but the table has no uniqueness_columns",
-                        "add uniqueness_columns; or set insert_only_mode for append-only sync; "
-                        "or drop source_watermark and reload in full",
-                    )
-                )
-            if table.source_watermark and not table.uniqueness_columns and table.watermark_lookback:
-                problems.append(
-                    ConfigProblem(
-                        f"{path}.watermark_lookback",
-                        "re-reading rows without uniqueness_columns would duplicate them",
-                        "set it to 0 for append-only sync, or add uniqueness_columns",
-                    )
-                )
-            if table.target_watermark and not table.source_watermark:
-                problems.append(ConfigProblem(f"{path}.target_watermark", "is set without source_watermark"))
-            if not (source.enabled and table.enabled):
+            table = _valid_table(raw)
+            if table is None:
                 continue
-            key = (
-                source.target_pg_database,
-                source.target_pg_schema,
-                table.target or default_target_name(table.source),
-            )
+            problems += _table_problems(table, path)
+            place = (source.get("target_pg_database"), source.get("target_pg_schema"))
+            if not (source_enabled and table.enabled and all(isinstance(p, str) for p in place)):
+                continue
+            key = (str(place[0]), str(place[1]), table.target or default_target_name(table.source))
             if key in targets:
                 problems.append(
                     ConfigProblem(
                         f"{path}.target",
                         f"PostgreSQL table {'.'.join(key)} is already the target of {targets[key]}",
-                        "two tables loading one target would overwrite each other's chunks",
+                        "two tables loading one target would overwrite each other's chunks; give one a different `target`",
                     )
                 )
-            targets.setdefault(key, path)
+            else:
+                targets[key] = path
     return problems
+
+
+def _table_problems(table: TableConfig, path: str) -> list[ConfigProblem]:
+    problems: list[ConfigProblem] = []
+    columns, kinds = table.chunking_columns, table.chunking_column_types
+    if len(kinds) != len(columns):
+        problems.append(
+            ConfigProblem(
+                f"{path}.chunking_column_types",
+                f"has {len(kinds)} entries for {len(columns)} chunking_columns",
+                f"give one type per chunking column, each one of {', '.join(CHUNKING_TYPES)}",
+            )
+        )
+    if table.source_filter is not None:
+        problems += _filter_problems(table.source_filter, f"{path}.source_filter")
+        if table.truncate_onstart:
+            problems.append(
+                ConfigProblem(
+                    f"{path}.truncate_onstart",
+                    "cannot be combined with source_filter: truncating drops rows the filter never reloads",
+                    "set truncate_onstart to false, or remove source_filter",
+                )
+            )
+    if table.target_watermark and not table.source_watermark:
+        problems.append(
+            ConfigProblem(
+                f"{path}.target_watermark",
+                "is set without source_watermark",
+                "set source_watermark to the Snowflake column it mirrors, or remove target_watermark",
+            )
+        )
+    return problems
+
+
+def _filter_problems(text: str, path: str) -> list[ConfigProblem]:
+    """A filter is pasted into a WHERE clause, so it must be exactly one expression."""
+    if not text.strip():
+        return [ConfigProblem(path, "is empty", 'remove the key, or write a condition such as "ID > 0"')]
+    for marker in (";", "--", "/*"):
+        if marker in text:
+            return [
+                ConfigProblem(
+                    path,
+                    f"must be a single boolean expression; `{marker}` is not allowed",
+                    'write only the condition, e.g. "ID > 1000000", with no statement separators or comments',
+                )
+            ]
+    return []

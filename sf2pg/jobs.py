@@ -14,7 +14,7 @@ class PlanConfig(Config):
 
 
 def build_plan_job(specs: list[TableSpec]) -> JobDefinition:
-    @op(name="plan_chunks", description="One aggregated Snowflake query per table; registers new chunks.")
+    @op(name="plan_tables", description="One aggregated Snowflake query per table; registers new chunks.")
     def plan_chunks_op(
         context: OpExecutionContext, config: PlanConfig, snowflake: SnowflakeResource, postgres: PostgresResource
     ) -> None:

@@ -16,6 +16,8 @@ from dagster import ConfigurableResource, EnvVar
 from dagster_snowflake import SnowflakeResource
 from pydantic import Field
 
+from sf2pg.errors import InputError
+
 # Session settings every Snowflake connection gets. UTC makes watermark and chunk bounds portable.
 SNOWFLAKE_SESSION = {
     "TIMEZONE": "UTC",
@@ -23,6 +25,10 @@ SNOWFLAKE_SESSION = {
     "GEOMETRY_OUTPUT_FORMAT": "GeoJSON",
     "CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False,
 }
+
+
+class SnowflakeSettingsError(InputError):
+    """A required SNOWFLAKE_* variable is not set."""
 
 
 def _snowflake_extra_args(env: Mapping[str, str]) -> dict[str, Any]:
@@ -47,6 +53,15 @@ def snowflake_resource(env: Mapping[str, str] | None = None, resolve: bool = Fal
     time and never stored in run config; ``resolve=True`` reads the values now (CLI use).
     """
     env = os.environ if env is None else env
+    if resolve:
+        missing = [n for n in ("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER") if not env.get(n)]
+        if not (env.get("SNOWFLAKE_PASSWORD") or env.get("SNOWFLAKE_PRIVATE_KEY_PATH")):
+            missing.append("SNOWFLAKE_PASSWORD or SNOWFLAKE_PRIVATE_KEY_PATH")
+        if missing:
+            raise SnowflakeSettingsError(
+                f"Snowflake connection settings missing from the environment: {', '.join(missing)} "
+                "(see docs/CONFIGURATION.md, 'Connections')"
+            )
 
     def var(name: str) -> Any:
         if name not in env:
@@ -58,15 +73,16 @@ def snowflake_resource(env: Mapping[str, str] | None = None, resolve: bool = Fal
         auth["private_key_path"] = var("SNOWFLAKE_PRIVATE_KEY_PATH")
         if env.get("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE"):
             auth["private_key_password"] = var("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE")
-    elif "SNOWFLAKE_PASSWORD" in env:
-        auth["password"] = var("SNOWFLAKE_PASSWORD")
+    elif "SNOWFLAKE_PASSWORD" in env or not resolve:
+        # In definitions the EnvVar is read at run time, so the code location loads without secrets.
+        auth["password"] = var("SNOWFLAKE_PASSWORD") if resolve else EnvVar("SNOWFLAKE_PASSWORD")
     optional = {
         "warehouse": var("SNOWFLAKE_WAREHOUSE"),
         "role": var("SNOWFLAKE_ROLE"),
     }
     return SnowflakeResource(
-        account=var("SNOWFLAKE_ACCOUNT"),
-        user=var("SNOWFLAKE_USER") or "",
+        account=var("SNOWFLAKE_ACCOUNT") if resolve else EnvVar("SNOWFLAKE_ACCOUNT"),
+        user=var("SNOWFLAKE_USER") if resolve else EnvVar("SNOWFLAKE_USER"),
         timezone="UTC",
         network_timeout=int(env.get("SNOWFLAKE_NETWORK_TIMEOUT", "60")),
         login_timeout=int(env.get("SNOWFLAKE_LOGIN_TIMEOUT", "30")),

@@ -6,7 +6,7 @@ import importlib
 import os
 from pathlib import Path
 
-from dagster import AssetKey
+from dagster import AssetKey, Definitions
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,6 +23,7 @@ def load_definitions():
 
 def test_the_demo_config_gives_one_asset_per_enabled_table():
     defs = load_definitions()
+    Definitions.validate_loadable(defs)  # what `dagster dev` does with the code location
     keys = sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys())
     assert keys == [
         "analytics/all_types",
