@@ -105,6 +105,10 @@ def build_table_asset(spec: TableSpec) -> AssetsDefinition:
                 if spec.chunking_column
                 else None,
                 spec.source_filter,
+                find_column(columns, spec.source_watermark, "watermark", spec.config_path)
+                if spec.source_watermark
+                else None,
+                spec.watermark_lookback,
             ),
             full_load=bool(every) and set(keys) >= every,
             total_chunks=len(every) or None,

@@ -15,6 +15,8 @@ Bound = dt.datetime | dt.date | int
 
 ALL_KEY = "all"  # the single chunk of a table without a chunking column
 NULL_KEY = "null"  # rows whose chunking value is NULL
+INCREMENTAL_PREFIX = "inc_"  # incremental windows: rows with watermark in (lower, upper]
+_WINDOW_FORMAT = "%Y%m%dT%H%M%S%f"
 _TS_FORMAT = "%Y-%m-%dT%H%M%S"
 _DATE_FORMAT = "%Y-%m-%d"
 
@@ -37,8 +39,12 @@ class Chunk:
         return self.key == ALL_KEY
 
     @property
+    def is_incremental(self) -> bool:
+        return self.key.startswith(INCREMENTAL_PREFIX)
+
+    @property
     def is_range(self) -> bool:
-        return not (self.is_null or self.is_all)
+        return not (self.is_null or self.is_all or self.is_incremental)
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,11 @@ def parse_chunk_key(kind: ChunkingType | None, key: str) -> Chunk:
     """The chunk a key stands for; ``ValueError`` for a key this table could not have produced."""
     if key in (ALL_KEY, NULL_KEY):
         return Chunk(key)
+    if key.startswith(INCREMENTAL_PREFIX):
+        lo, hi = key.removeprefix(INCREMENTAL_PREFIX).split("_")
+        if "T" in lo:
+            return Chunk(key, dt.datetime.strptime(lo, _WINDOW_FORMAT), dt.datetime.strptime(hi, _WINDOW_FORMAT))
+        return Chunk(key, int(lo), int(hi))
     if kind == "timestamp":
         lo, hi = key.split("_")
         return Chunk(key, dt.datetime.strptime(lo, _TS_FORMAT), dt.datetime.strptime(hi, _TS_FORMAT))
@@ -74,6 +85,15 @@ def parse_chunk_key(kind: ChunkingType | None, key: str) -> Chunk:
         lo, hi = key[3:].split("_")
         return Chunk(key, int(lo), int(hi))
     raise ValueError(f"{key!r} is not a chunk key of a table chunked by {kind or 'nothing'}")
+
+
+def window_key(low: Bound, high: Bound) -> str:
+    """Key of the incremental window ``(low, high]`` of watermark values."""
+    if isinstance(low, dt.datetime):
+        return (
+            f"{INCREMENTAL_PREFIX}{naive_utc(low).strftime(_WINDOW_FORMAT)}_{naive_utc(high).strftime(_WINDOW_FORMAT)}"
+        )
+    return f"{INCREMENTAL_PREFIX}{int(low):020d}_{int(high):020d}"
 
 
 def naive_utc(value: Bound) -> dt.datetime:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import queue
 import threading
 from collections.abc import Iterator
@@ -43,8 +44,31 @@ def where_clause(source_filter: str | None, chunk_predicate: str | None = None) 
     return " AND ".join(parts) or "TRUE"
 
 
-def chunk_predicate(column: SourceColumn | None, chunk: Chunk) -> str | None:
-    """The Snowflake predicate selecting a chunk's rows (half-open range, or IS NULL)."""
+def window_predicate(watermark: SourceColumn, chunk: Chunk, lookback: int = 0) -> str:
+    """``(low - lookback, high]`` on the watermark column, to the microsecond PostgreSQL keeps."""
+    low, high = chunk.lower, chunk.upper
+    col = sf_quote(watermark.name)
+    if isinstance(low, dt.datetime):
+        sf_type = watermark.data_type.upper()
+        sf_type = sf_type if sf_type.startswith("TIMESTAMP") else "TIMESTAMP_NTZ"
+        low -= dt.timedelta(seconds=lookback)
+        # high was read at microseconds; "< high + 1us" keeps rows with nanoseconds beyond it
+        return (
+            f"{col} > {sf_literal(low, sf_type)} AND {col} < {sf_literal(high + dt.timedelta(microseconds=1), sf_type)}"  # type: ignore[operator]
+        )
+    return f"{col} > {int(low) - lookback} AND {col} <= {int(high)}"  # type: ignore[arg-type]
+
+
+def chunk_predicate(
+    column: SourceColumn | None, chunk: Chunk, watermark: SourceColumn | None = None, lookback: int = 0
+) -> str | None:
+    """The Snowflake predicate selecting a chunk's rows (half-open range, IS NULL, or a watermark window)."""
+    if chunk.is_incremental:
+        if watermark is None:
+            raise UnknownColumnError(
+                f"chunk {chunk.key} is an incremental window but the table has no source_watermark"
+            )
+        return window_predicate(watermark, chunk, lookback)
     if chunk.is_all or column is None:
         return None
     col = sf_quote(column.name)
@@ -62,10 +86,12 @@ def chunk_query(
     chunk_column: SourceColumn | None,
     chunk: Chunk,
     source_filter: str | None,
+    watermark: SourceColumn | None = None,
+    lookback: int = 0,
 ) -> str:
     """SELECT of the chunk's rows, naming every column explicitly."""
     select = ", ".join(sf_quote(c.name) for c in columns)
-    where = where_clause(source_filter, chunk_predicate(chunk_column, chunk))
+    where = where_clause(source_filter, chunk_predicate(chunk_column, chunk, watermark, lookback))
     return f"SELECT {select} FROM {sf_qualified(database, schema, table)} WHERE {where}"
 
 
@@ -161,8 +187,11 @@ class SnowflakeChunkSource:
         table: str,
         chunk_column: SourceColumn | None,
         source_filter: str | None,
+        watermark: SourceColumn | None = None,
+        lookback: int = 0,
     ) -> None:
         self._snowflake = snowflake  # anything with a get_connection() context manager
+        self._watermark, self._lookback = watermark, lookback
         self._where = (database, schema, table)
         self._chunk_column = chunk_column
         self._filter = source_filter
@@ -171,7 +200,9 @@ class SnowflakeChunkSource:
         self._lock = threading.Lock()
 
     def query_text(self, chunk: Chunk, columns: list[SourceColumn]) -> str:
-        return chunk_query(*self._where, columns, self._chunk_column, chunk, self._filter)
+        return chunk_query(
+            *self._where, columns, self._chunk_column, chunk, self._filter, self._watermark, self._lookback
+        )
 
     def open(self, chunk: Chunk, columns: list[SourceColumn]) -> Iterator[pa.Table]:
         return prefetched(self._stream(self.query_text(chunk, columns)))

@@ -14,6 +14,7 @@ from typing import Any
 
 from sf2pg.chunks import (
     ALL_KEY,
+    INCREMENTAL_PREFIX,
     NULL_KEY,
     Bound,
     Bucket,
@@ -82,7 +83,7 @@ def plan_chunks(
     Existing chunks are kept as they are (they may hold loaded data); rows beyond the covered range
     get new chunks at the edges, which start or end exactly where the covered range does.
     """
-    existing = [parse_chunk_key(kind, k) for k in dict.fromkeys(existing_keys)]
+    existing = [parse_chunk_key(kind, k) for k in dict.fromkeys(existing_keys) if not k.startswith(INCREMENTAL_PREFIX)]
     if kind is None:
         chunks = existing or [Chunk(ALL_KEY, estimated_rows=sum(b.rows for b in buckets) + null_rows)]
         return chunks, [] if existing else [ALL_KEY]

@@ -121,8 +121,9 @@ def known_chunks(spec: TableSpec, instance: DagsterInstance | None, sf_conn: obj
 
     keys = list(instance.get_dynamic_partitions(partitions_name(spec))) if instance else []
     keys += [k for k in loaded_chunk_keys(PostgresResource(), spec) if k not in keys]
-    if keys:
-        return [parse_chunk_key(spec.chunking_type, k) for k in keys]
+    chunks = [parse_chunk_key(spec.chunking_type, k) for k in keys]
+    if chunks:
+        return [c for c in chunks if not c.is_incremental]
     return plan_table(
         sf_conn, spec.sf_database, spec.sf_schema, spec.sf_table, source_columns(sf_conn, spec),
         spec.chunking_column, spec.chunking_type, spec.source_filter, spec.rows_per_chunk,

@@ -5,6 +5,9 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -16,8 +19,11 @@ _counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
-    work = tmp_path_factory.mktemp("stack")
+def stack() -> Stack:
+    # Not under pytest's basetemp: pytest re-chmods that to 0700 when any other session starts,
+    # which locks out the server's own OS user (postgres refuses to run as root).
+    work = Path(tempfile.mkdtemp(prefix="sf2pg-test-"))
+    work.chmod(0o755)
     emulator = start_emulator(db_path=None, log_path=work / "emulator.log")
     pg_env = pg_env_from_os()
     server = None
@@ -33,6 +39,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Stack:
     emulator.stop()
     if server is not None:
         server.stop()
+    shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture

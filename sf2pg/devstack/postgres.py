@@ -6,8 +6,10 @@ host and port so every tool (psycopg, dagster-postgres, psql) reaches it through
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -46,6 +48,10 @@ class LocalPostgres:
 
     def stop(self) -> None:
         _pg_ctl(self.data_dir, ["-w", "-m", "fast", "stop"], check=False)
+        pid_file = self.data_dir / "postmaster.pid"
+        if pid_file.exists():  # pg_ctl could not reach it: signal the postmaster directly
+            with contextlib.suppress(ValueError, ProcessLookupError, PermissionError):
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGINT)
 
     def kill_and_restart(self) -> None:
         """Stop the server abruptly and start it again on the same port (for fault tests)."""

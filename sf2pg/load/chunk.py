@@ -7,6 +7,8 @@ Modes (recorded in the ledger):
 - ``replace``: no uniqueness columns, so delete the range and COPY.
 - ``copy->merge``: a direct COPY hit a key that lives in another range (a row whose chunking value
   changed); the chunk falls back to merge inside the same transaction.
+- ``incremental``: a watermark window; merge by key without deleting anything (or, append-only, a
+  plain COPY), and advance the table's watermark in the same transaction.
 Any failure rolls the whole transaction back: the target keeps its previous state for the chunk.
 """
 
@@ -81,7 +83,9 @@ def load_chunk(
             "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
             (f"sf2pg:{target.schema}.{target.table}:{chunk.key}",),
         )
-        if _range_is_empty(cur, target, chunk):
+        if chunk.is_incremental:
+            result = _incremental(cur, target, chunk, open_batches(), insert_only)
+        elif _range_is_empty(cur, target, chunk):
             result = _copy_or_fall_back(conn, cur, target, chunk, open_batches, insert_only)
         elif target.has_unique_key:
             result = _merge(cur, target, chunk, open_batches(), insert_only, "merge")
@@ -141,6 +145,30 @@ def _copy_or_fall_back(
         return _merge(cur, target, chunk, open_batches(), insert_only, "copy->merge")
 
 
+def _incremental(
+    cur: psycopg.Cursor, target: TargetTable, chunk: Chunk, batches: Iterable[pa.RecordBatch], insert_only: bool
+) -> ChunkResult:
+    if target.has_unique_key:
+        result = _merge(cur, target, chunk, batches, insert_only, "incremental", delete_missing=False)
+    else:  # append-only (validated: no lookback), so the window's rows are all new
+        rows, nbytes = copy_batches(cur, target.ident, target, batches)
+        result = ChunkResult(chunk.key, "incremental", rows, rows, 0, 0, nbytes)
+    conn = cur.connection
+    current = ledger.watermark(conn, target.schema, target.table)
+    high = chunk.upper
+    newer = current is None or _as_watermark(current, high) < high  # type: ignore[operator]
+    ledger.advance_watermark(conn, target.schema, target.table, _watermark_text(high), newer)
+    return result
+
+
+def _watermark_text(value: object) -> str:
+    return value.isoformat() if isinstance(value, dt.datetime) else str(int(value))  # type: ignore[call-overload]
+
+
+def _as_watermark(text: str, like: object) -> object:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=None) if isinstance(like, dt.datetime) else int(text)
+
+
 def _replace(cur: psycopg.Cursor, target: TargetTable, chunk: Chunk, batches: Iterable[pa.RecordBatch]) -> ChunkResult:
     predicate, params = range_predicate(target, chunk)
     cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(target.ident, predicate), params)
@@ -156,6 +184,7 @@ def _merge(
     batches: Iterable[pa.RecordBatch],
     insert_only: bool,
     mode: str,
+    delete_missing: bool = True,
 ) -> ChunkResult:
     cols = sql.SQL(", ").join(map(sql.Identifier, target.column_names))
     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_STAGE))
@@ -168,7 +197,7 @@ def _merge(
     cur.execute(sql.SQL("ANALYZE {}").format(_STAGE))
     keys = [sql.Identifier(k) for k in target.key_columns]
     deleted = 0
-    if not insert_only:
+    if delete_missing and not insert_only:
         predicate, params = range_predicate(target, chunk, "t")
         same_key = sql.SQL(" AND ").join(sql.SQL("s.{k} = t.{k}").format(k=k) for k in keys)
         cur.execute(

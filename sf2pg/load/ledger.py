@@ -77,6 +77,26 @@ def record_truncation(conn: psycopg.Connection, schema: str, table: str, run_id:
     )
 
 
+def advance_watermark(conn: psycopg.Connection, schema: str, table: str, value: str, newer: bool) -> None:
+    """Record the table's watermark (inside the window's transaction); ``newer`` says it is ahead.
+
+    An incremental load may land rows anywhere in the key space, so the table is no longer pristine.
+    """
+    conn.execute(
+        "UPDATE migration_status.table_state SET watermark = CASE WHEN %s THEN %s ELSE watermark END, "
+        "pristine = false, updated_at = now() WHERE target_schema = %s AND target_table = %s",
+        (newer, value, schema, table),
+    )
+
+
+def watermark(conn: psycopg.Connection, schema: str, table: str) -> str | None:
+    row = conn.execute(
+        "SELECT watermark FROM migration_status.table_state WHERE target_schema = %s AND target_table = %s FOR UPDATE",
+        (schema, table),
+    ).fetchone()
+    return row[0] if row else None
+
+
 def chunk_loaded(conn: psycopg.Connection, schema: str, table: str, key: str) -> bool:
     """Whether a committed load of this chunk exists (it may have left rows)."""
     row = conn.execute(
