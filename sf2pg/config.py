@@ -70,9 +70,9 @@ NonEmpty = Annotated[str, Field(min_length=1)]
 ChunkingTypeName = Literal["timestamp", "date", "id", "integer"]
 
 
-def _tuning(key: str, description: str) -> Any:
+def _tuning(key: str, description: str, default: int | None = None) -> Any:
     low, high = BOUNDS[key]
-    return Field(default=None, ge=low, le=high, description=description)
+    return Field(default=default, ge=low, le=high, description=description)
 
 
 class _Strict(BaseModel):
@@ -107,6 +107,7 @@ class TableConfig(_Strict):
     batch_size: int | None = _tuning("batch_size", "rows per Arrow batch sent to COPY")
     rows_per_chunk: int | None = _tuning("rows_per_chunk", "target rows per planned chunk")
     nul_bytes: Literal["fail", "strip"] = "fail"
+    watermark_lookback: int = Field(default=0, ge=0, description="margin re-read below the last loaded watermark")
 
 
 class SourceConfig(_Strict):
@@ -121,15 +122,17 @@ class SourceConfig(_Strict):
     parallel_threads: int | None = _tuning("parallel_threads", "threads for this source's tables")
     batch_size: int | None = _tuning("batch_size", "rows per Arrow batch sent to COPY")
     rows_per_chunk: int | None = _tuning("rows_per_chunk", "target rows per planned chunk")
+    sensor_running: bool = False
+    sensor_interval_seconds: int = Field(default=300, ge=30, description="least seconds between sensor evaluations")
     tables: list[TableConfig] = Field(default_factory=list)
 
 
 class AppConfig(_Strict):
     """The whole file: defaults for every table, and the sources."""
 
-    parallel_threads: int = Field(default=DEFAULT_PARALLEL_THREADS, ge=1, le=64)
-    batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1_000, le=1_000_000)
-    rows_per_chunk: int = Field(default=DEFAULT_ROWS_PER_CHUNK, ge=100, le=100_000_000)
+    parallel_threads: int = _tuning("parallel_threads", "threads per table", DEFAULT_PARALLEL_THREADS)
+    batch_size: int = _tuning("batch_size", "rows per Arrow batch sent to COPY", DEFAULT_BATCH_SIZE)
+    rows_per_chunk: int = _tuning("rows_per_chunk", "target rows per planned chunk", DEFAULT_ROWS_PER_CHUNK)
     sources: list[SourceConfig] = Field(min_length=1, description="the sources to copy, at least one")
 
     _origin: str = PrivateAttr(default="<config>")
@@ -183,6 +186,7 @@ class TableSpec:
     rows_per_chunk: int
     nul_bytes: Literal["fail", "strip"]
     config_path: str
+    watermark_lookback: int = 0
 
     @property
     def asset_key_path(self) -> list[str]:
@@ -230,6 +234,7 @@ def _resolve(top: AppConfig, source: SourceConfig, table: TableConfig, path: str
         rows_per_chunk=inherit("rows_per_chunk"),
         nul_bytes=table.nul_bytes,
         config_path=path,
+        watermark_lookback=table.watermark_lookback,
     )
 
 
@@ -313,7 +318,7 @@ _LEVEL_KEYS = {
     "source": list(SourceConfig.model_fields),
     "table": list(TableConfig.model_fields),
 }
-_LEVEL_WHERE = {"top": "at the top level", "source": "in a source", "table": "in a table (inside `tables`)"}
+_LEVEL_WHERE = {"top": "at the top level", "source": "in a source", "table": "in a table"}
 
 _TYPE_NAMES = {
     "string": "a string",
@@ -355,7 +360,8 @@ def _level_of(loc: tuple[Any, ...]) -> str:
 
 
 def _file_order(problem: ConfigProblem) -> tuple[int, ...]:
-    return tuple(int(n) for n in re.findall(r"\[(\d+)\]", problem.path))
+    """Source index, then table index: problems group by where they are in the file."""
+    return tuple(int(n) for n in re.findall(r"(?:^|\.)(?:sources|tables)\[(\d+)\]", problem.path))
 
 
 def _unknown_key(loc: tuple[Any, ...], path: str) -> ConfigProblem:
@@ -364,7 +370,7 @@ def _unknown_key(loc: tuple[Any, ...], path: str) -> ConfigProblem:
     allowed = _LEVEL_KEYS[level]
     close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
     if key not in allowed and (home := next((lv for lv, keys in _LEVEL_KEYS.items() if key in keys), None)):
-        hint = f"`{key}` belongs {_LEVEL_WHERE[home]}, not {_LEVEL_WHERE[level].split(' (')[0]}"
+        hint = f"`{key}` belongs {_LEVEL_WHERE[home]}, not {_LEVEL_WHERE[level]}"
     elif close:
         hint = f"did you mean `{close[0]}`?"
     else:
@@ -387,7 +393,12 @@ def _problem_from(error: dict[str, Any]) -> ConfigProblem:
     if kind == "literal_error":
         return ConfigProblem(path, f"{found} is not allowed", f"use one of {error['ctx']['expected']}")
     if kind in ("greater_than_equal", "less_than_equal"):
-        low, high = BOUNDS.get(key, (error.get("ctx", {}).get("ge"), error.get("ctx", {}).get("le")))
+        ctx = error.get("ctx", {})
+        low, high = BOUNDS.get(key, (ctx.get("ge"), ctx.get("le")))
+        if high is None:
+            return ConfigProblem(path, f"must be at least {low}, found {found}")
+        if low is None:
+            return ConfigProblem(path, f"must be at most {high}, found {found}")
         return ConfigProblem(path, f"must be between {low} and {high}, found {found}")
     if kind == "string_too_short":
         return ConfigProblem(path, "must not be empty")
@@ -415,11 +426,16 @@ def _objects(value: Any) -> Iterator[tuple[int, dict[str, Any]]]:
                 yield i, item
 
 
-def _valid_table(raw: dict[str, Any]) -> TableConfig | None:
+def _usable_table(raw: dict[str, Any]) -> tuple[TableConfig | None, set[str]]:
+    """The table without its invalid keys (already reported), and those keys, so rules can skip them."""
     try:
-        return TableConfig.model_validate(raw)
+        return TableConfig.model_validate(raw), set()
+    except ValidationError as exc:
+        bad = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+    try:
+        return TableConfig.model_validate({k: v for k, v in raw.items() if k not in bad}), bad
     except ValidationError:
-        return None  # its problems come from the whole-file validation
+        return None, bad
 
 
 def _rule_problems(data: dict[str, Any]) -> list[ConfigProblem]:
@@ -451,12 +467,14 @@ def _rule_problems(data: dict[str, Any]) -> list[ConfigProblem]:
         source_enabled = source.get("enabled") is not False
         for j, raw in _objects(source.get("tables")):
             path = f"sources[{i}].tables[{j}]"
-            table = _valid_table(raw)
+            table, bad = _usable_table(raw)
             if table is None:
                 continue
-            problems += _table_problems(table, path)
+            problems += _table_problems(table, path, bad)
             place = (source.get("target_pg_database"), source.get("target_pg_schema"))
-            if not (source_enabled and table.enabled and all(isinstance(p, str) for p in place)):
+            if bad & {"enabled", "target"} or not (source_enabled and table.enabled):
+                continue
+            if not all(isinstance(p, str) for p in place):
                 continue
             key = (str(place[0]), str(place[1]), table.target or default_target_name(table.source))
             if key in targets:
@@ -472,10 +490,11 @@ def _rule_problems(data: dict[str, Any]) -> list[ConfigProblem]:
     return problems
 
 
-def _table_problems(table: TableConfig, path: str) -> list[ConfigProblem]:
+def _table_problems(table: TableConfig, path: str, invalid: set[str]) -> list[ConfigProblem]:
+    """Rules across a table's keys; a rule that reads an ``invalid`` key is skipped, not guessed."""
     problems: list[ConfigProblem] = []
     columns, kinds = table.chunking_columns, table.chunking_column_types
-    if len(kinds) != len(columns):
+    if len(kinds) != len(columns) and not invalid & {"chunking_columns", "chunking_column_types"}:
         problems.append(
             ConfigProblem(
                 f"{path}.chunking_column_types",
@@ -485,7 +504,7 @@ def _table_problems(table: TableConfig, path: str) -> list[ConfigProblem]:
         )
     if table.source_filter is not None:
         problems += _filter_problems(table.source_filter, f"{path}.source_filter")
-        if table.truncate_onstart:
+        if table.truncate_onstart and "truncate_onstart" not in invalid:
             problems.append(
                 ConfigProblem(
                     f"{path}.truncate_onstart",
@@ -493,7 +512,25 @@ def _table_problems(table: TableConfig, path: str) -> list[ConfigProblem]:
                     "set truncate_onstart to false, or remove source_filter",
                 )
             )
-    if table.target_watermark and not table.source_watermark:
+    keyless = table.source_watermark and not table.uniqueness_columns and "uniqueness_columns" not in invalid
+    if keyless and not table.insert_only_mode and "insert_only_mode" not in invalid:
+        problems.append(
+            ConfigProblem(
+                f"{path}.source_watermark",
+                "incremental sync merges by key, but the table has no uniqueness_columns",
+                "add uniqueness_columns; or set insert_only_mode for append-only sync; "
+                "or drop source_watermark and reload in full",
+            )
+        )
+    if keyless and table.watermark_lookback:
+        problems.append(
+            ConfigProblem(
+                f"{path}.watermark_lookback",
+                "re-reading rows without uniqueness_columns would duplicate them",
+                "set it to 0 for append-only sync, or add uniqueness_columns",
+            )
+        )
+    if table.target_watermark and not table.source_watermark and "source_watermark" not in invalid:
         problems.append(
             ConfigProblem(
                 f"{path}.target_watermark",
