@@ -12,6 +12,7 @@ from sf2pg.config import AppConfig
 from sf2pg.io_manager import PostgresCopyIOManager
 from sf2pg.jobs import build_plan_job
 from sf2pg.resources import PostgresResource, snowflake_resource
+from sf2pg.sensors import build_watermark_sensor
 
 
 def build_resources(resolve_env: bool = False) -> dict[str, Any]:
@@ -27,8 +28,19 @@ def build_resources(resolve_env: bool = False) -> dict[str, Any]:
 def build_definitions(config: AppConfig, resolve_env: bool = False) -> Definitions:
     """Every enabled table as an asset, plus the planning job, for one config."""
     specs = config.tables()
+    sensors = [
+        build_watermark_sensor(
+            source.source_name,
+            [s for s in specs if s.source_name == source.source_name],
+            source.sensor_interval_seconds,
+            source.sensor_running,
+        )
+        for source in config.sources
+        if source.enabled
+    ]
     return Definitions(
         assets=[build_table_asset(spec) for spec in specs],
+        sensors=[s for s in sensors if s is not None],
         asset_checks=[check for spec in specs for check in build_table_checks(spec)],
         jobs=[build_plan_job(specs)],
         resources=build_resources(resolve_env),

@@ -162,6 +162,32 @@ def print_migration_summary(outcomes: list, seconds: float) -> None:
     console.print(table)
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    from sf2pg.runs import dagster_instance, select_tables, sync
+
+    _quiet_dagster()
+    config = _load(args)
+    outcomes = sync(select_tables(config, args.source, args.table), dagster_instance(), log_level="WARNING")
+    table = Table(title="sf2pg sync: one incremental pass")
+    for column in ("table", "window", "rows", "inserted", "updated", "status"):
+        table.add_column(column, justify="right" if column in ("rows", "inserted", "updated") else "left")
+    for o in outcomes:
+        md = o.metadata
+        table.add_row(
+            o.spec.name,
+            o.window or "",
+            f"{md.get('rows', 0):,}" if o.window else "",
+            f"{md.get('rows_inserted', 0):,}" if o.window else "",
+            f"{md.get('rows_updated', 0):,}" if o.window else "",
+            ("[green]loaded[/]" if o.window else o.note) if o.success else "[red]failed[/]",
+        )
+    console.print(table)
+    for o in outcomes:
+        if not o.success:
+            err_console.print(f"✗ {o.spec.name}: {o.note}", highlight=False, markup=False, soft_wrap=True)
+    return 0 if all(o.success for o in outcomes) else 1
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from sf2pg.runs import dagster_instance, select_tables, verify
 
@@ -304,11 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow truncate_onstart tables to be truncated before this full load",
     )
-    add(
-        "sync",
-        cmd_not_yet("sync", "incremental sync lands with the watermark-sensor issue"),
-        "Run one incremental pass.",
-    )
+    p = add("sync", cmd_sync, "One incremental pass: load each table's new watermark window; non-zero on failure.")
+    tables_args(p)
     p = add("verify", cmd_verify, "Run the reconciliation checks headless; exit non-zero on any mismatch.")
     tables_args(p)
     p.add_argument("--all-chunks", action="store_true", help="list passing chunks too")

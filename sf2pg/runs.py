@@ -143,3 +143,56 @@ def verify(specs: list[TableSpec], instance: DagsterInstance | None) -> list:
                 chunks = known_chunks(spec, instance, sf)
                 verdicts.append(verify_table(sf, pg, spec, source_columns(sf, spec), chunks))
     return verdicts
+
+
+@dataclass
+class SyncOutcome:
+    """What one incremental pass did to one table."""
+
+    spec: TableSpec
+    window: str | None = None  # the partition key loaded, if any
+    note: str = ""
+    success: bool = True
+    metadata: dict = field(default_factory=dict)
+
+
+def sync(specs: list[TableSpec], instance: DagsterInstance, log_level: str = "INFO") -> list[SyncOutcome]:
+    """One pass of the sensor's logic, headless: load each table's next watermark window."""
+    from sf2pg.incremental import next_window
+    from sf2pg.partitions import source_columns
+
+    resources = build_resources(resolve_env=True)
+    postgres = PostgresResource()
+    outcomes = []
+    with snowflake_resource(resolve=True).get_connection() as sf:
+        for spec in specs:
+            if not spec.source_watermark:
+                outcomes.append(SyncOutcome(spec, note="no source_watermark: not synced"))
+                continue
+            with postgres.get_connection(spec.pg_database) as pg:
+                window = next_window(sf, pg, spec, source_columns(sf, spec))
+            if window.high is None:
+                note = "not loaded yet: run sf2pg migrate first" if window.low is None else "up to date"
+                outcomes.append(SyncOutcome(spec, note=note))
+                continue
+            key = window.key
+            if not instance.has_dynamic_partition(partitions_name(spec), key):
+                instance.add_dynamic_partitions(partitions_name(spec), [key])
+            assets_def = build_table_asset(spec)
+            result = materialize(
+                [assets_def, *build_table_checks(spec)],
+                instance=instance,
+                resources=resources,
+                partition_key=key,
+                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+                raise_on_error=False,
+            )
+            outcome = SyncOutcome(spec, key, success=result.success)
+            if result.success:
+                for event in result.get_asset_materialization_events():
+                    outcome.metadata = {k: v.value for k, v in event.materialization.metadata.items()}
+            else:
+                failures = [e for e in result.all_events if e.is_step_failure]
+                outcome.note = failures[-1].step_failure_data.error.message.strip() if failures else "run failed"
+            outcomes.append(outcome)
+    return outcomes

@@ -1,0 +1,150 @@
+"""Incremental sync: the watermark sensor and `sync` bring a changed source back to exact equality."""
+
+from __future__ import annotations
+
+import json
+
+from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context, materialize
+
+from sf2pg.assets import build_table_asset
+from sf2pg.build import build_resources
+from sf2pg.config import parse_config
+from sf2pg.partitions import partitions_name
+from sf2pg.resources import PostgresResource, snowflake_resource
+from sf2pg.runs import sync
+from sf2pg.sensors import build_watermark_sensor
+from sf2pg_tests.harness import World, source_rows, target_rows
+from sf2pg_tests.test_load.test_migrate import run
+
+COLUMNS = ["ID", "UPDATED_AT", "NAME", "AMOUNT"]
+TARGET = ["id", "updated_at", "name", "amount"]
+
+
+def seed_orders(world: World, n: int = 600) -> str:
+    table = f'"{world.sf_database}"."PUBLIC"."ORDERS"'
+    world.sf_exec(
+        f"CREATE TABLE {table} (ID NUMBER(18,0), UPDATED_AT TIMESTAMP_NTZ, NAME VARCHAR, AMOUNT NUMBER(12,2))",
+        f"INSERT INTO {table} SELECT SEQ4(), DATEADD(minute, SEQ4(), '2024-01-01 00:00:00'::TIMESTAMP_NTZ), "
+        f"'order ' || SEQ4(), SEQ4() * 1.5 FROM TABLE(GENERATOR(ROWCOUNT => {n}))",
+    )
+    return table
+
+
+def orders_config(world: World, **table_keys) -> dict:
+    return world.config(
+        [
+            {
+                "source": "ORDERS",
+                "chunking_columns": ["UPDATED_AT"],
+                "chunking_column_types": ["timestamp"],
+                "uniqueness_columns": ["ID"],
+                "source_watermark": "UPDATED_AT",
+                **table_keys,
+            }
+        ]
+    )
+
+
+def exact(world: World) -> bool:
+    return target_rows(world, "tgt", "orders", TARGET) == source_rows(world, "ORDERS", COLUMNS)
+
+
+def change_source(table: str, world: World) -> None:
+    world.sf_exec(
+        # an update moves a row's watermark forward
+        f"UPDATE {table} SET NAME = 'updated', AMOUNT = 1, UPDATED_AT = '2024-01-02 12:00:00'::TIMESTAMP_NTZ WHERE ID = 7",
+        # new rows beyond the old maximum
+        f"INSERT INTO {table} VALUES (1000, '2024-01-02 13:00:00'::TIMESTAMP_NTZ, 'new', 5), "
+        "(1001, '2024-01-02 13:30:00'::TIMESTAMP_NTZ, 'newer', 6)",
+    )
+
+
+def evaluate(sensor, instance: DagsterInstance, cursor: str | None):
+    context = build_sensor_context(
+        instance=instance,
+        cursor=cursor,
+        resources={"snowflake": snowflake_resource(resolve=True), "postgres": PostgresResource()},
+    )
+    return sensor(context), context
+
+
+def test_the_sensor_requests_one_window_and_a_second_tick_requests_nothing(world: World):
+    table = seed_orders(world)
+    raw = orders_config(world, watermark_lookback=3600)
+    instance = DagsterInstance.ephemeral()
+    assert run(world, raw, instance)[0].success
+    spec = parse_config(raw).tables()[0]
+    sensor = build_watermark_sensor("src", [spec], 60, running=False)
+
+    result, _ = evaluate(sensor, instance, None)
+    assert isinstance(result, SkipReason)  # nothing changed since the full load
+
+    change_source(table, world)
+    result, _ = evaluate(sensor, instance, None)
+    assert isinstance(result, SensorResult)
+    [request] = result.run_requests
+    [addition] = result.dynamic_partitions_requests
+    assert request.partition_key == addition.partition_keys[0] and request.partition_key.startswith("inc_")
+    assert json.loads(result.cursor)[spec.name]["rows"] == 602
+
+    instance.add_dynamic_partitions(partitions_name(spec), [request.partition_key])
+    done = materialize(
+        [build_table_asset(spec)],
+        instance=instance,
+        resources=build_resources(resolve_env=True),
+        partition_key=request.partition_key,
+    )
+    assert done.success
+    md = done.get_asset_materialization_events()[0].materialization.metadata
+    assert md["mode"].value == "incremental: 1"
+    assert md["rows_inserted"].value == 2 and md["rows_updated"].value == 1
+    assert exact(world)
+
+    again, _ = evaluate(sensor, instance, result.cursor)
+    assert isinstance(again, SkipReason)
+
+
+def test_late_rows_inside_the_lookback_are_not_lost(world: World):
+    table = seed_orders(world)
+    raw = orders_config(world, watermark_lookback=3600)
+    instance = DagsterInstance.ephemeral()
+    assert run(world, raw, instance)[0].success
+    [first] = sync(parse_config(raw).tables(), instance)
+    assert first.note == "up to date"
+    change_source(table, world)
+    # committed late: its watermark is 30 minutes older than the newest row already in the window
+    world.sf_exec(f"INSERT INTO {table} VALUES (2000, '2024-01-02 13:05:00'::TIMESTAMP_NTZ, 'late', 7)")
+    [outcome] = sync(parse_config(raw).tables(), instance)
+    assert outcome.success and outcome.window
+    world.sf_exec(f"INSERT INTO {table} VALUES (2001, '2024-01-02 13:10:00'::TIMESTAMP_NTZ, 'later but old', 8)")
+    world.sf_exec(f"INSERT INTO {table} VALUES (2002, '2024-01-02 14:00:00'::TIMESTAMP_NTZ, 'newest', 9)")
+    [outcome] = sync(parse_config(raw).tables(), instance)
+    assert outcome.success, outcome.note
+    assert exact(world)  # 2001 arrived below the previous high but inside the lookback
+
+
+def test_sync_of_an_unloaded_table_says_to_migrate_first(world: World):
+    seed_orders(world, 10)
+    [outcome] = sync(parse_config(orders_config(world)).tables(), DagsterInstance.ephemeral())
+    assert outcome.success and outcome.window is None and "migrate" in outcome.note
+
+
+def test_integer_watermarks_sync_too(world: World):
+    table = seed_orders(world, 300)
+    raw = world.config(
+        [
+            {
+                "source": "ORDERS",
+                "chunking_columns": ["ID"],
+                "chunking_column_types": ["id"],
+                "uniqueness_columns": ["ID"],
+                "source_watermark": "ID",
+            }
+        ]
+    )
+    instance = DagsterInstance.ephemeral()
+    assert run(world, raw, instance)[0].success
+    world.sf_exec(f"INSERT INTO {table} VALUES (5000, '2030-01-01'::TIMESTAMP_NTZ, 'big id', 1)")
+    [outcome] = sync(parse_config(raw).tables(), instance)
+    assert outcome.success and outcome.window == f"inc_{299:020d}_{5000:020d}"
+    assert exact(world)
