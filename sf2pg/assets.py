@@ -4,6 +4,8 @@ The asset body is thin: it describes the source and hands a lazy ``TableLoad`` t
 which streams each chunk from Snowflake into PostgreSQL.
 """
 
+import re
+
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -43,7 +45,9 @@ class TableRunConfig(Config):
 
 
 def asset_key(spec: TableSpec) -> AssetKey:
-    return AssetKey(spec.asset_key_path)
+    """``[source_name, target]``; characters Dagster cannot use in op names become ``_``
+    (a target named ``Fact Visits`` is the asset ``analytics/Fact_Visits``; metadata keeps the real name)."""
+    return AssetKey([re.sub(r"[^A-Za-z0-9_]", "_", part) for part in spec.asset_key_path])
 
 
 def pool_name(spec: TableSpec) -> str:

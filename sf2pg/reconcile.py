@@ -67,13 +67,15 @@ class _Measure:
     label: str
     kind: str  # count_rows | min | max | sum | count | sum_length
     source_column: SourceColumn | None = None
+    strip_nul: bool = False  # the table strips NUL characters on load: measure the source that way
 
     def sf(self) -> str:
         if self.kind == "count_rows":
             return "COUNT(*)"
         col = self.source_column
         if self.kind == "sum_length":
-            return f"SUM(LENGTH({sf_quote(col.name)}))"  # type: ignore[union-attr]
+            value = f"REPLACE({sf_quote(col.name)}, CHR(0), '')" if self.strip_nul else sf_quote(col.name)  # type: ignore[union-attr]
+            return f"SUM(LENGTH({value}))"
         if self.kind == "sum":  # exact: say the result type rather than trust the aggregate's
             return f"CAST(SUM({sf_quote(col.name)}) AS NUMBER(38, {col.scale or 0}))"  # type: ignore[union-attr]
         return f"{self.kind.upper()}({sf_quote(col.name)})"  # type: ignore[union-attr]
@@ -105,7 +107,7 @@ def _measures(spec: TableSpec, columns: list[SourceColumn]) -> list[_Measure]:
         if kind in {"smallint", "integer", "bigint", "numeric"} and (c.precision or 38) <= _SUMMABLE_PRECISION:
             measures.append(_Measure(f"sum({c.name})", "sum", c))
         elif kind == "text":
-            measures.append(_Measure(f"sum(length({c.name}))", "sum_length", c))
+            measures.append(_Measure(f"sum(length({c.name}))", "sum_length", c, spec.nul_bytes == "strip"))
     return list(dict.fromkeys(measures))
 
 
