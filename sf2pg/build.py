@@ -41,7 +41,7 @@ def build_definitions(config: AppConfig, resolve_env: bool = False) -> Definitio
     return Definitions(
         assets=[build_table_asset(spec) for spec in specs],
         sensors=[s for s in sensors if s is not None],
-        asset_checks=[check for spec in specs for check in build_table_checks(spec)],
+        asset_checks=[check for spec in specs for check in build_table_checks(spec, spec.blocking_checks)],
         jobs=[build_plan_job(specs)],
         resources=build_resources(resolve_env),
     )

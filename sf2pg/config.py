@@ -107,6 +107,9 @@ class TableConfig(_Strict):
     batch_size: int | None = _tuning("batch_size", "rows per Arrow batch sent to COPY")
     rows_per_chunk: int | None = _tuning("rows_per_chunk", "target rows per planned chunk")
     nul_bytes: Literal["fail", "strip"] = "fail"
+    blocking_checks: bool = Field(
+        default=True, description="a failed chunk check stops downstream assets in the same run"
+    )
     watermark_lookback: int = Field(default=0, ge=0, description="margin re-read below the last loaded watermark")
 
 
@@ -187,6 +190,7 @@ class TableSpec:
     nul_bytes: Literal["fail", "strip"]
     config_path: str
     watermark_lookback: int = 0
+    blocking_checks: bool = True
 
     @property
     def asset_key_path(self) -> list[str]:
@@ -235,6 +239,7 @@ def _resolve(top: AppConfig, source: SourceConfig, table: TableConfig, path: str
         nul_bytes=table.nul_bytes,
         config_path=path,
         watermark_lookback=table.watermark_lookback,
+        blocking_checks=table.blocking_checks,
     )
 
 

@@ -89,7 +89,7 @@ def migrate(
             continue
         assets_def: AssetsDefinition = build_table_asset(spec)
         result = materialize(
-            [assets_def, *build_table_checks(spec)],
+            [assets_def, *build_table_checks(spec, spec.blocking_checks)],
             instance=instance,
             resources=resources,
             run_config={
@@ -180,7 +180,7 @@ def sync(specs: list[TableSpec], instance: DagsterInstance, log_level: str = "IN
                 instance.add_dynamic_partitions(partitions_name(spec), [key])
             assets_def = build_table_asset(spec)
             result = materialize(
-                [assets_def, *build_table_checks(spec)],
+                [assets_def, *build_table_checks(spec, spec.blocking_checks)],
                 instance=instance,
                 resources=resources,
                 partition_key=key,

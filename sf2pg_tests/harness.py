@@ -75,7 +75,7 @@ class World:
     def pg_query(self, query: str, params: tuple = ()) -> list:
         """Rows of a query (empty for a statement that returns none)."""
         with self.stack.pg(self.pg_database) as conn:
-            cur = conn.execute(query, params)
+            cur = conn.execute(query, params or None)
             return cur.fetchall() if cur.description else []
 
     def config(self, tables: list[dict], **top: Any) -> dict:
