@@ -169,8 +169,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     config = _load(args)
     outcomes = sync(select_tables(config, args.source, args.table), dagster_instance(), log_level="WARNING")
     table = Table(title="sf2pg sync: one incremental pass")
-    for column in ("table", "window", "rows", "inserted", "updated", "status"):
-        table.add_column(column, justify="right" if column in ("rows", "inserted", "updated") else "left")
+    for column in ("table", "window", "rows", "inserted", "updated", "deleted", "status"):
+        table.add_column(column, justify="right" if column in ("rows", "inserted", "updated", "deleted") else "left")
     for o in outcomes:
         md = o.metadata
         table.add_row(
@@ -179,6 +179,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             f"{md.get('rows', 0):,}" if o.window else "",
             f"{md.get('rows_inserted', 0):,}" if o.window else "",
             f"{md.get('rows_updated', 0):,}" if o.window else "",
+            f"{o.deleted:,}",
             ("[green]loaded[/]" if o.window else o.note) if o.success else "[red]failed[/]",
         )
     console.print(table)

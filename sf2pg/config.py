@@ -110,6 +110,12 @@ class TableConfig(_Strict):
     blocking_checks: bool = Field(
         default=True, description="a failed chunk check stops downstream assets in the same run"
     )
+    delete_detection: Literal["keys"] | None = Field(
+        default=None, description="compare key sets per chunk and delete target rows gone from the source"
+    )
+    delete_max_ratio: float = Field(
+        default=0.1, gt=0, le=1, description="refuse to delete more than this share of a chunk's rows"
+    )
     watermark_lookback: int = Field(default=0, ge=0, description="margin re-read below the last loaded watermark")
 
 
@@ -191,6 +197,8 @@ class TableSpec:
     config_path: str
     watermark_lookback: int = 0
     blocking_checks: bool = True
+    delete_detection: Literal["keys"] | None = None
+    delete_max_ratio: float = 0.1
 
     @property
     def asset_key_path(self) -> list[str]:
@@ -240,6 +248,8 @@ def _resolve(top: AppConfig, source: SourceConfig, table: TableConfig, path: str
         config_path=path,
         watermark_lookback=table.watermark_lookback,
         blocking_checks=table.blocking_checks,
+        delete_detection=table.delete_detection,
+        delete_max_ratio=table.delete_max_ratio,
     )
 
 
@@ -517,6 +527,14 @@ def _table_problems(table: TableConfig, path: str, invalid: set[str]) -> list[Co
                     "set truncate_onstart to false, or remove source_filter",
                 )
             )
+    if table.delete_detection and not table.uniqueness_columns and "uniqueness_columns" not in invalid:
+        problems.append(
+            ConfigProblem(
+                f"{path}.delete_detection",
+                "compares key sets, but the table has no uniqueness_columns",
+                "add uniqueness_columns, or drop delete_detection",
+            )
+        )
     keyless = table.source_watermark and not table.uniqueness_columns and "uniqueness_columns" not in invalid
     if keyless and not table.insert_only_mode and "insert_only_mode" not in invalid:
         problems.append(

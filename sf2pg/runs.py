@@ -154,6 +154,7 @@ class SyncOutcome:
     note: str = ""
     success: bool = True
     metadata: dict = field(default_factory=dict)
+    deleted: int = 0  # rows removed by delete detection
 
 
 def sync(specs: list[TableSpec], instance: DagsterInstance, log_level: str = "INFO") -> list[SyncOutcome]:
@@ -173,7 +174,10 @@ def sync(specs: list[TableSpec], instance: DagsterInstance, log_level: str = "IN
                 window = next_window(sf, pg, spec, source_columns(sf, spec))
             if window.high is None:
                 note = "not loaded yet: run sf2pg migrate first" if window.low is None else "up to date"
-                outcomes.append(SyncOutcome(spec, note=note))
+                outcome = SyncOutcome(spec, note=note)
+                if window.low is not None:
+                    _detect_deletes(spec, instance, outcome)
+                outcomes.append(outcome)
                 continue
             key = window.key
             if not instance.has_dynamic_partition(partitions_name(spec), key):
@@ -194,5 +198,54 @@ def sync(specs: list[TableSpec], instance: DagsterInstance, log_level: str = "IN
             else:
                 failures = [e for e in result.all_events if e.is_step_failure]
                 outcome.note = failures[-1].step_failure_data.error.message.strip() if failures else "run failed"
+            if outcome.success:
+                _detect_deletes(spec, instance, outcome)
             outcomes.append(outcome)
     return outcomes
+
+
+def _detect_deletes(spec: TableSpec, instance: DagsterInstance, outcome: SyncOutcome) -> None:
+    """Delete detection for a table that asks for it; a guard failure fails the table's outcome."""
+    from sf2pg.load.deletes import DeleteGuardError
+
+    if spec.delete_detection != "keys":
+        return
+    try:
+        outcome.deleted = detect_table_deletes(spec, instance)
+    except DeleteGuardError as exc:
+        outcome.success, outcome.note = False, str(exc)
+
+
+def detect_table_deletes(spec: TableSpec, instance: DagsterInstance | None) -> int:
+    """Compare key sets chunk by chunk and delete target rows whose keys left the source."""
+    from sf2pg.extract import SnowflakeChunkSource, find_column
+    from sf2pg.load.conform import conform
+    from sf2pg.load.deletes import delete_vanished, key_target
+    from sf2pg.load.target import prepare_target
+    from sf2pg.partitions import source_columns
+
+    snowflake = snowflake_resource(resolve=True)
+    with snowflake.get_connection() as sf:
+        columns = source_columns(sf, spec)
+        chunks = known_chunks(spec, instance, sf)
+    where = f"table {spec.name} ({spec.config_path})"
+    chunk_col = find_column(columns, spec.chunking_column, "chunking", where) if spec.chunking_column else None
+    source = SnowflakeChunkSource(
+        snowflake, spec.sf_database, spec.sf_schema, spec.sf_table, chunk_col, spec.source_filter
+    )
+    deleted = 0
+    try:
+        with PostgresResource().get_connection(spec.pg_database) as pg:
+            target = prepare_target(
+                pg, spec.pg_schema, spec.pg_table, columns, spec.uniqueness_columns, spec.chunking_column, where
+            )
+            keys = key_target(target)
+            key_sources = [c.source for c in keys.columns]
+            for chunk in chunks:
+                batches = conform(source.open(chunk, key_sources), keys, spec.batch_size, "fail", where)
+                deleted += delete_vanished(
+                    pg, target, chunk, batches, spec.delete_max_ratio, f"{where}, chunk {chunk.key}"
+                )
+    finally:
+        source.close()
+    return deleted

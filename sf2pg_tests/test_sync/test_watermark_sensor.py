@@ -148,3 +148,22 @@ def test_integer_watermarks_sync_too(world: World):
     [outcome] = sync(parse_config(raw).tables(), instance)
     assert outcome.success and outcome.window == f"inc_{299:020d}_{5000:020d}"
     assert exact(world)
+
+
+def test_delete_detection_removes_vanished_keys_and_the_guard_refuses_mass_deletes(world: World):
+    table = seed_orders(world, 600)
+    raw = orders_config(world, delete_detection="keys", delete_max_ratio=0.2)
+    instance = DagsterInstance.ephemeral()
+    assert run(world, raw, instance)[0].success
+    world.sf_exec(f"DELETE FROM {table} WHERE ID IN (3, 4, 500)")
+    [outcome] = sync(parse_config(raw).tables(), instance)
+    assert outcome.success, outcome.note
+    assert outcome.deleted == 3
+    assert exact(world)
+
+    before = world.pg_query("SELECT count(*) FROM tgt.orders")
+    world.sf_exec(f"DELETE FROM {table} WHERE ID < 300")  # about half of a chunk's rows
+    [refused] = sync(parse_config(raw).tables(), instance)
+    assert not refused.success
+    assert "delete_max_ratio" in refused.note and "nothing was deleted" in refused.note
+    assert world.pg_query("SELECT count(*) FROM tgt.orders") == before

@@ -1,0 +1,83 @@
+"""Delete detection: per chunk, remove target rows whose keys vanished from the source.
+
+Watermark windows only ever see rows that changed, never rows that were deleted; this pass compares
+key sets instead. The source's keys for the chunk are copied into a temporary table, and target rows
+in the chunk's range without a match are deleted in one transaction, unless that would remove more
+than ``delete_max_ratio`` of the chunk's rows: then nothing is deleted and the pass fails loudly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+import psycopg
+import pyarrow as pa
+from psycopg import sql
+
+from sf2pg.chunks import Chunk
+from sf2pg.errors import InputError
+from sf2pg.load.chunk import range_predicate
+from sf2pg.load.copy import copy_batches
+from sf2pg.load.target import TargetTable
+
+_KEYS = sql.Identifier("sf2pg_source_keys")
+
+
+class DeleteGuardError(InputError):
+    """Delete detection would remove more of a chunk than the configured share; nothing was deleted."""
+
+
+def key_target(target: TargetTable) -> TargetTable:
+    """The target narrowed to its key columns (for copying source keys)."""
+    return dataclasses.replace(target, columns=[c for c in target.columns if c.target in target.key_columns])
+
+
+def delete_vanished(
+    conn: psycopg.Connection,
+    target: TargetTable,
+    chunk: Chunk,
+    source_keys: Iterable[pa.RecordBatch],
+    max_ratio: float,
+    where: str,
+) -> int:
+    """Delete the chunk's target rows whose keys are not among ``source_keys``; returns how many."""
+    keys = key_target(target)
+    names = sql.SQL(", ").join(map(sql.Identifier, keys.column_names))
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+            (f"sf2pg:{target.schema}.{target.table}:{chunk.key}",),
+        )
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_KEYS))
+        cur.execute(
+            sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+                _KEYS, names, target.ident
+            )
+        )
+        copy_batches(cur, _KEYS, keys, source_keys)
+        cur.execute(sql.SQL("ANALYZE {}").format(_KEYS))
+        predicate, params = range_predicate(target, chunk, "t")
+        same_key = sql.SQL(" AND ").join(
+            sql.SQL("s.{k} = t.{k}").format(k=sql.Identifier(k)) for k in keys.column_names
+        )
+        vanished = sql.SQL("{} AND NOT EXISTS (SELECT 1 FROM {} AS s WHERE {})").format(predicate, _KEYS, same_key)
+        total, doomed = cur.execute(
+            sql.SQL("SELECT COUNT(*), COUNT(*) FILTER (WHERE {}) FROM {} AS t WHERE {}").format(
+                vanished, target.ident, predicate
+            ),
+            params + params,
+        ).fetchone()
+        if doomed and doomed > max_ratio * total:
+            raise DeleteGuardError(
+                f"{where}: delete detection would remove {doomed} of {total} rows "
+                f"({100 * doomed / total:.0f}%), more than delete_max_ratio {max_ratio:g}; nothing was deleted"
+            )
+        if doomed:
+            cur.execute(sql.SQL("DELETE FROM {} AS t WHERE {}").format(target.ident, vanished), params)
+            cur.execute(
+                "UPDATE migration_status.chunk_state SET rows_deleted = rows_deleted + %s "
+                "WHERE target_schema = %s AND target_table = %s AND chunk_key = %s",
+                (doomed, target.schema, target.table, chunk.key),
+            )
+        return int(doomed)
