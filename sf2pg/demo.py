@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sf2pg.config import AppConfig, load_config
-from sf2pg.devstack.emulator import Emulator, start_emulator
+from sf2pg.devstack.emulator import Emulator, start_emulator, stop_recorded_emulator
 from sf2pg.devstack.postgres import LocalPostgres, start_postgres
 from sf2pg.identifiers import sf_qualified
 
@@ -38,12 +39,24 @@ class DemoStack:
     env: dict[str, str]
 
     def stop(self) -> None:
+        if self.emulator.process is None:  # reused from an earlier --keep-running: stop that one
+            stop_recorded_emulator(STATE_DIR / "snowflake")
         self.emulator.stop()
         self.postgres.stop()
 
 
+def _stop_on_sigterm() -> None:
+    """Turn SIGTERM into a normal exit, so the servers are stopped in ``finally`` blocks."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def start_demo_stack(config: AppConfig, state_dir: Path = STATE_DIR) -> DemoStack:
     """Start (or reuse) both servers, create the target and Dagster databases, point the env at them."""
+    _stop_on_sigterm()
     state_dir.mkdir(parents=True, exist_ok=True)
     console.print(f"starting embedded PostgreSQL in {state_dir / 'postgres'} ...")
     pg = start_postgres(state_dir / "postgres", port=DEMO_PG_PORT)
@@ -141,7 +154,13 @@ def run_dev(port: int = 3000) -> int:
         seed(stack, 1.0)
         console.print(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops the UI and both servers)")
         cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-p", str(port)]
-        return subprocess.call(cmd, env={**os.environ, **stack.env})
+        child = subprocess.Popen(cmd, env={**os.environ, **stack.env})
+        try:
+            return child.wait()
+        finally:
+            if child.poll() is None:
+                child.terminate()
+                child.wait(30)
     except KeyboardInterrupt:
         return 0
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -131,10 +132,18 @@ def port_is_open(host: str, port: int) -> bool:
 def start_emulator(
     db_path: Path | None, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None
 ) -> Emulator:
-    """Start the emulator in a child process and wait until it accepts connections."""
-    port = port or free_port(host)
-    if port_is_open(host, port):
-        return Emulator(host, port)  # one already serves there (e.g. a previous `sf2pg dev`)
+    """Start the emulator in a child process and wait until it accepts connections.
+
+    With a ``db_path``, an emulator this folder started earlier (recorded in ``emulator.json`` beside
+    it) is reused; an unrelated server on the wanted port is never reused: another port is taken.
+    """
+    state = db_path.parent / "emulator.json" if db_path else None
+    if state and state.exists():
+        known = json.loads(state.read_text())
+        if _alive(known["pid"]) and port_is_open(host, known["port"]):
+            return Emulator(host, known["port"])
+    if not port or port_is_open(host, port):
+        port = free_port(host)
     cmd = [sys.executable, "-m", "sf2pg.devstack.emulator", "--host", host, "--port", str(port)]
     if db_path:
         cmd += ["--db-path", str(db_path)]
@@ -149,7 +158,27 @@ def start_emulator(
             proc.kill()
             raise RuntimeError(f"the Snowflake emulator did not start within 60 s; see {log_path}")
         time.sleep(0.1)
+    if state:
+        state.write_text(json.dumps({"pid": proc.pid, "port": port}))
     return Emulator(host, port, proc)
+
+
+def stop_recorded_emulator(db_path: Path) -> None:
+    """Stop an emulator a previous run left behind for this folder (e.g. ``sf2pg demo --keep-running``)."""
+    state = db_path.parent / "emulator.json"
+    if state.exists():
+        known = json.loads(state.read_text())
+        if _alive(known["pid"]):
+            os.kill(known["pid"], signal.SIGTERM)
+        state.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -149,6 +149,7 @@ def start_postgres(
     running = _running_port(data_dir)
     if running:
         return LocalPostgres(data_dir, host, running)
-    port = port or free_port(host)
+    if not port or port_is_open(host, port):  # never collide with another server on the wanted port
+        port = free_port(host)
     _start(data_dir, host, port, durable)
     return LocalPostgres(data_dir, host, port)
