@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal, NamedTuple, cast
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from sf2pg.identifiers import pg_name_for
+
 DEFAULT_CONFIG_PATH = Path("config/config.json")
 ENV_VAR = "SF2PG_CONFIG"
 
@@ -33,7 +35,6 @@ BOUNDS: dict[str, tuple[int, int]] = {
 }
 CHUNKING_TYPES = ("timestamp", "date", "id", "integer")
 
-_UNQUOTED = re.compile(r"^[A-Z_][A-Z0-9_$]*$")
 _SOURCE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _ECHO_LIMIT = 60
 
@@ -209,11 +210,6 @@ class TableSpec:
         return f"{self.source_name}.{self.pg_table}"
 
 
-def default_target_name(snowflake_name: str) -> str:
-    """Snowflake upper-cases unquoted names and PostgreSQL lower-cases them: map one to the other."""
-    return snowflake_name.lower() if _UNQUOTED.match(snowflake_name) else snowflake_name
-
-
 def _resolve(top: AppConfig, source: SourceConfig, table: TableConfig, path: str) -> TableSpec:
     def inherit(key: str) -> int:
         for level in (table, source):
@@ -231,13 +227,13 @@ def _resolve(top: AppConfig, source: SourceConfig, table: TableConfig, path: str
         sf_table=table.source,
         pg_database=source.target_pg_database,
         pg_schema=source.target_pg_schema,
-        pg_table=table.target or default_target_name(table.source),
+        pg_table=table.target or pg_name_for(table.source),
         chunking_column=table.chunking_columns[0] if table.chunking_columns else None,
         chunking_type=cast(Literal["timestamp", "date", "id"] | None, kind),
         extra_chunking_columns=tuple(table.chunking_columns[1:]),
         uniqueness_columns=tuple(table.uniqueness_columns),
         source_watermark=watermark,
-        target_watermark=table.target_watermark or (default_target_name(watermark) if watermark else None),
+        target_watermark=table.target_watermark or (pg_name_for(watermark) if watermark else None),
         truncate_onstart=table.truncate_onstart,
         insert_only_mode=table.insert_only_mode,
         source_filter=table.source_filter,
@@ -491,7 +487,7 @@ def _rule_problems(data: dict[str, Any]) -> list[ConfigProblem]:
                 continue
             if not all(isinstance(p, str) for p in place):
                 continue
-            key = (str(place[0]), str(place[1]), table.target or default_target_name(table.source))
+            key = (str(place[0]), str(place[1]), table.target or pg_name_for(table.source))
             if key in targets:
                 problems.append(
                     ConfigProblem(

@@ -14,15 +14,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
 from sf2pg.config import AppConfig, load_config
 from sf2pg.devstack.emulator import Emulator, start_emulator, stop_recorded_emulator
 from sf2pg.devstack.postgres import LocalPostgres, start_postgres
-from sf2pg.identifiers import sf_qualified
 
 STATE_DIR = Path(".sf2pg")
 DEMO_PG_PORT = 54329
@@ -95,20 +92,14 @@ def seed(stack: DemoStack, scale: float) -> None:
 
 def compare_counts(config: AppConfig) -> list[tuple[str, int, int]]:
     """(table, source rows, target rows) for every enabled table."""
-    from sf2pg.extract import where_clause
-    from sf2pg.resources import snowflake_resource
+    from sf2pg.reconcile import count_rows
+    from sf2pg.resources import PostgresResource, snowflake_resource
 
     out = []
     with snowflake_resource(resolve=True).get_connection() as sf:
-        cur = sf.cursor()
         for spec in config.tables():
-            table = sf_qualified(spec.sf_database, spec.sf_schema, spec.sf_table)
-            source = cur.execute(f"SELECT COUNT(*) FROM {table} WHERE {where_clause(spec.source_filter)}").fetchone()[0]
-            with psycopg.connect(dbname=spec.pg_database) as pg:
-                target = pg.execute(
-                    sql.SQL("SELECT COUNT(*) FROM {}").format(sql.Identifier(spec.pg_schema, spec.pg_table))
-                ).fetchone()[0]
-            out.append((spec.name, int(source), int(target)))
+            with PostgresResource().get_connection(spec.pg_database) as pg:
+                out.append((spec.name, *count_rows(sf, pg, spec)))
     return out
 
 

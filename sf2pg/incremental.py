@@ -69,8 +69,7 @@ def target_low(pg_conn: psycopg.Connection, spec: TableSpec, column: SourceColum
             (spec.pg_schema, spec.pg_table),
         ).fetchone()
     if row and row[0] is not None:
-        text = row[0]
-        return int(text) if text.lstrip("-").isdigit() else naive_utc(dt.datetime.fromisoformat(text))
+        return parse_watermark(row[0])
     target_col = spec.target_watermark or pg_name_for(column.name)
     exists = pg_conn.execute(
         "SELECT 1 FROM information_schema.columns WHERE table_schema = %s AND table_name = %s AND column_name = %s",
@@ -97,4 +96,9 @@ def next_window(sf_conn: Any, pg_conn: psycopg.Connection, spec: TableSpec, colu
 
 
 def watermark_text(value: dt.datetime | int) -> str:
+    """How a watermark is kept in the ledger (text, so one column serves timestamps and integers)."""
     return naive_utc(value).isoformat() if isinstance(value, dt.datetime) else str(int(value))
+
+
+def parse_watermark(text: str) -> dt.datetime | int:
+    return int(text) if text.lstrip("-").isdigit() else naive_utc(dt.datetime.fromisoformat(text))

@@ -34,6 +34,12 @@ class TableOutcome:
     checks: dict[str, bool] = field(default_factory=dict)  # check name -> passed
 
 
+def failure_message(result: object) -> str:
+    """The last step failure's message of an in-process run."""
+    failures = [e for e in result.all_events if e.is_step_failure]  # type: ignore[attr-defined]
+    return failures[-1].step_failure_data.error.message.strip() if failures else "run failed"
+
+
 def dagster_instance() -> DagsterInstance:
     """The DAGSTER_HOME instance when one is configured, else a throwaway one."""
     return DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
@@ -101,8 +107,7 @@ def migrate(
         )
         outcome.success = result.success
         if not result.success:
-            failures = [e for e in result.all_events if e.is_step_failure]
-            outcome.error = failures[-1].step_failure_data.error.message.strip() if failures else "run failed"
+            outcome.error = failure_message(result)
         else:
             for event in result.get_asset_materialization_events():
                 outcome.metadata = {k: v.value for k, v in event.materialization.metadata.items()}
@@ -196,8 +201,7 @@ def sync(specs: list[TableSpec], instance: DagsterInstance, log_level: str = "IN
                 for event in result.get_asset_materialization_events():
                     outcome.metadata = {k: v.value for k, v in event.materialization.metadata.items()}
             else:
-                failures = [e for e in result.all_events if e.is_step_failure]
-                outcome.note = failures[-1].step_failure_data.error.message.strip() if failures else "run failed"
+                outcome.note = failure_message(result)
             if outcome.success:
                 _detect_deletes(spec, instance, outcome)
             outcomes.append(outcome)

@@ -24,6 +24,7 @@ import pyarrow as pa
 from psycopg import sql
 
 from sf2pg.chunks import Chunk
+from sf2pg.incremental import parse_watermark, watermark_text
 from sf2pg.load import ledger
 from sf2pg.load.copy import copy_batches
 from sf2pg.load.target import TargetTable
@@ -156,17 +157,9 @@ def _incremental(
     conn = cur.connection
     current = ledger.watermark(conn, target.schema, target.table)
     high = chunk.upper
-    newer = current is None or _as_watermark(current, high) < high  # type: ignore[operator]
-    ledger.advance_watermark(conn, target.schema, target.table, _watermark_text(high), newer)
+    newer = current is None or parse_watermark(current) < high  # type: ignore[operator]
+    ledger.advance_watermark(conn, target.schema, target.table, watermark_text(high), newer)  # type: ignore[arg-type]
     return result
-
-
-def _watermark_text(value: object) -> str:
-    return value.isoformat() if isinstance(value, dt.datetime) else str(int(value))  # type: ignore[call-overload]
-
-
-def _as_watermark(text: str, like: object) -> object:
-    return dt.datetime.fromisoformat(text).replace(tzinfo=None) if isinstance(like, dt.datetime) else int(text)
 
 
 def _replace(cur: psycopg.Cursor, target: TargetTable, chunk: Chunk, batches: Iterable[pa.RecordBatch]) -> ChunkResult:
