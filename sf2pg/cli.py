@@ -268,14 +268,6 @@ def cmd_restore_indexes(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_not_yet(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        err_console.print(f"sf2pg {name}: not available yet ({issue}).")
-        return 2
-
-    return run
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from sf2pg.demo import run_demo
 

@@ -198,6 +198,7 @@ class SnowflakeChunkSource:
         self._local = threading.local()
         self._stack = ExitStack()
         self._lock = threading.Lock()
+        self._broken: set[int] = set()
 
     def query_text(self, chunk: Chunk, columns: list[SourceColumn]) -> str:
         return chunk_query(
@@ -205,17 +206,21 @@ class SnowflakeChunkSource:
         )
 
     def open(self, chunk: Chunk, columns: list[SourceColumn]) -> Iterator[pa.Table]:
-        return prefetched(self._stream(self.query_text(chunk, columns)))
+        # The session is chosen here, in the loader's thread; the prefetch thread only reads from it.
+        return prefetched(self._stream(self._session(), self.query_text(chunk, columns)))
 
-    def _stream(self, query: str) -> Iterator[pa.Table]:
+    def _session(self) -> Any:
         conn = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is None or id(conn) in self._broken:
             with self._lock:
                 conn = self._local.conn = self._stack.enter_context(self._snowflake.get_connection())
+        return conn
+
+    def _stream(self, conn: Any, query: str) -> Iterator[pa.Table]:
         try:
             yield from stream_query(conn, query)
         except Exception:
-            self._local.conn = None  # a failed session is replaced for the thread's next chunk
+            self._broken.add(id(conn))  # a failed session is replaced for the thread's next chunk
             raise
 
     def close(self) -> None:
