@@ -130,6 +130,8 @@ def prepare_target(
     chunk_source = find_column(source_columns, chunking_column, "chunking", where) if chunking_column else None
 
     with conn.transaction():
+        # concurrent runs on one table would race to create it: one prepares, the others wait
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"sf2pg:{schema}.{table}",))
         existing = _existing_columns(conn, schema, table)
         if not existing:
             _create_table(conn, schema, table, planned, [by_source[k.name][1] for k in key_sources])

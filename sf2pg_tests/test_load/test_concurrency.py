@@ -12,6 +12,15 @@ from sf2pg_tests.harness import World
 from sf2pg_tests.test_load.test_migrate import all_types_config, assert_exact, seed_all_types
 
 
+def test_two_first_loads_at_once_create_the_table_once_and_end_exact(world: World):
+    seed_all_types(world, 800)
+    config = parse_config(all_types_config(world, "id"))
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: migrate(config, config.tables(), DagsterInstance.ephemeral()), range(2)))
+    assert [r[0].success for r in results] == [True, True], [r[0].error for r in results]
+    assert_exact(world)
+
+
 def test_two_concurrent_full_loads_of_one_table_end_exact(world: World):
     table = seed_all_types(world, 1500)
     raw = all_types_config(world, "id")
