@@ -33,7 +33,7 @@ def stack() -> Stack:
     saved = dict(os.environ)
     os.environ.update(pg_env)
     os.environ.update(emulator.env())
-    yield Stack(emulator, pg_env, work)
+    yield Stack(emulator, pg_env, work, server)
     os.environ.clear()
     os.environ.update(saved)
     emulator.stop()

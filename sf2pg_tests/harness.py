@@ -16,6 +16,7 @@ import psycopg
 import snowflake.connector
 
 from sf2pg.devstack.emulator import Emulator
+from sf2pg.devstack.postgres import LocalPostgres
 from sf2pg.identifiers import sf_qualified, sf_quote
 from sf2pg.resources import SNOWFLAKE_SESSION
 
@@ -27,6 +28,7 @@ class Stack:
     emulator: Emulator
     pg_env: dict[str, str]
     work_dir: Path
+    postgres: LocalPostgres | None = None  # None when the user's own server is used (PGHOST)
 
     def sf_connect(self, **extra: Any) -> snowflake.connector.SnowflakeConnection:
         return snowflake.connector.connect(

@@ -65,6 +65,21 @@ def _register_macros_without_database(fs: object) -> None:
     fs.duck_conn.execute(macros.creation_sql("memory"))  # type: ignore[attr-defined]
 
 
+def _attach_existing_databases(fs: object, db_path: Path) -> None:
+    """fakesnow attaches a persisted database only on CREATE DATABASE or a login naming it, so after a
+    restart a fully qualified query in a session without a database finds nothing. Attach them all."""
+    from fakesnow import info_schema, macros
+
+    conn = fs.duck_conn  # type: ignore[attr-defined]
+    for db_file in sorted(db_path.glob("*.db")):
+        name = db_file.stem
+        if conn.execute("SELECT 1 FROM information_schema.schemata WHERE upper(catalog_name) = ?", [name]).fetchone():
+            continue
+        conn.execute(f"ATTACH DATABASE '{db_file}' AS {name}")
+        conn.execute(info_schema.per_db_creation_sql(name))
+        conn.execute(macros.creation_sql(name))
+
+
 def serve(host: str, port: int, db_path: str | None) -> None:
     """Run the emulator in this process until SIGINT/SIGTERM."""
     patch_fakesnow()
@@ -79,6 +94,8 @@ def serve(host: str, port: int, db_path: str | None) -> None:
         Path(db_path).mkdir(parents=True, exist_ok=True)
         fakesnow.server.shared_fs = FakeSnow(db_path=db_path)
     _register_macros_without_database(fakesnow.server.shared_fs)
+    if db_path:
+        _attach_existing_databases(fakesnow.server.shared_fs, Path(db_path))
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
