@@ -22,6 +22,16 @@ def ensure_ledger(conn: psycopg.Connection) -> None:
         conn.execute(DDL_PATH.read_text())
 
 
+def owner(conn: psycopg.Connection, schema: str, table: str) -> tuple[str, str] | None:
+    """(source_name, source_table) the ledger says this target table is loaded from, if any."""
+    row = conn.execute(
+        "SELECT source_name, source_table FROM migration_status.table_state "
+        "WHERE target_schema = %s AND target_table = %s",
+        (schema, table),
+    ).fetchone()
+    return (row[0], row[1]) if row else None
+
+
 def register_table(
     conn: psycopg.Connection,
     schema: str,

@@ -24,7 +24,7 @@ from sf2pg.extract import ChunkSource
 from sf2pg.load import indexes, ledger
 from sf2pg.load.chunk import ChunkResult, load_chunk
 from sf2pg.load.conform import BadDataError, conform
-from sf2pg.load.target import TargetTable, prepare_target
+from sf2pg.load.target import TargetSchemaError, TargetTable, prepare_target
 from sf2pg.resources import PostgresResource, apply_bulk_session_settings
 from sf2pg.typemap import SourceColumn
 
@@ -147,12 +147,20 @@ def load_table(
         summary.unfilled_target_columns = target.unfilled_target_columns
         loaded = [c.source for c in target.columns]
         with control.transaction():
+            source_table = f"{spec.sf_database}.{spec.sf_schema}.{spec.sf_table}"
+            known = ledger.owner(control, spec.pg_schema, spec.pg_table)
+            if known and known != (spec.source_name, source_table):
+                raise TargetSchemaError(
+                    f"{_where(spec)}: {spec.pg_database}.{spec.pg_schema}.{spec.pg_table} is already loaded from "
+                    f"{known[1]} by source {known[0]!r}; two sources loading one table would overwrite each other's "
+                    "chunks (change `target`, or remove the other table's row from migration_status.table_state)"
+                )
             ledger.register_table(
                 control,
                 spec.pg_schema,
                 spec.pg_table,
                 spec.source_name,
-                f"{spec.sf_database}.{spec.sf_schema}.{spec.sf_table}",
+                source_table,
                 total_chunks=job.total_chunks,
                 pristine=True if target.created else None,
             )

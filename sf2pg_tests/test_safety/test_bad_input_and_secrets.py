@@ -106,3 +106,19 @@ def test_secrets_never_appear_in_output_logs_or_metadata(world: World, tmp_path:
     for path in home.rglob("*"):
         if path.is_file():
             assert CANARY.encode() not in path.read_bytes(), path
+
+
+def test_a_second_config_loading_the_same_table_is_refused_before_any_row_moves(world: World):
+    table = f'"{world.sf_database}"."PUBLIC"'
+    world.sf_exec(
+        f'CREATE TABLE {table}."A" (ID NUMBER(9,0))',
+        f'INSERT INTO {table}."A" VALUES (1), (2)',
+        f'CREATE TABLE {table}."B" (ID NUMBER(9,0))',
+        f'INSERT INTO {table}."B" VALUES (3)',
+    )
+    assert run(world, world.config([{"source": "A", "target": "shared"}]))[0].success
+    other = world.config([{"source": "B", "target": "shared"}])  # another file, same target
+    outcome = run(world, other)[0]
+    assert not outcome.success
+    assert "already loaded from" in outcome.error and ".PUBLIC.A" in outcome.error
+    assert world.pg_query("SELECT id FROM tgt.shared ORDER BY id") == [(1,), (2,)]
