@@ -39,7 +39,8 @@ with snowflake_resource(resolve=True).get_connection() as sf, PostgresResource()
     ledger.ensure_ledger(pg)
     target = prepare_target(pg, spec.pg_schema, spec.pg_table, columns, spec.uniqueness_columns,
                             spec.chunking_column, "test")
-    ledger.register_table(pg, spec.pg_schema, spec.pg_table, spec.source_name, spec.sf_table, pristine=True)
+    ledger.register_table(pg, spec.pg_schema, spec.pg_table, spec.source_name,
+                          f"{spec.sf_database}.{spec.sf_schema}.{spec.sf_table}", pristine=True)
     query = chunk_query(spec.sf_database, spec.sf_schema, spec.sf_table, columns,
                         find_column(columns, spec.chunking_column, "chunking", "test"), chunk, None)
 
