@@ -74,12 +74,16 @@ def set_pristine(conn: psycopg.Connection, schema: str, table: str, pristine: bo
     )
 
 
-def record_truncation(conn: psycopg.Connection, schema: str, table: str, run_id: str | None) -> None:
-    """After TRUNCATE (same transaction): the table is empty, so every chunk is provably empty."""
+def forget_chunks(conn: psycopg.Connection, schema: str, table: str) -> None:
     conn.execute(
         "DELETE FROM migration_status.chunk_state WHERE target_schema = %s AND target_table = %s",
         (schema, table),
     )
+
+
+def record_truncation(conn: psycopg.Connection, schema: str, table: str, run_id: str | None) -> None:
+    """After TRUNCATE (same transaction): the table is empty, so every chunk is provably empty."""
+    forget_chunks(conn, schema, table)
     conn.execute(
         "UPDATE migration_status.table_state SET pristine = true, truncated_at = now(), last_run_id = %s, "
         "updated_at = now() WHERE target_schema = %s AND target_table = %s",

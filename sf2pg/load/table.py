@@ -164,6 +164,8 @@ def load_table(
                 total_chunks=job.total_chunks,
                 pristine=True if target.created else None,
             )
+            if target.created:  # a new (or re-created) table holds nothing the ledger may remember
+                ledger.forget_chunks(control, spec.pg_schema, spec.pg_table)
         dropped: list[str] = []
         if job.full_load:
             if spec.truncate_onstart and job.confirm_truncate:

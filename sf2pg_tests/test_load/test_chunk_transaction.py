@@ -167,3 +167,15 @@ def test_an_incompatible_existing_column_fails_before_any_row_moves(world: World
     assert not outcome.success
     assert "'ID'" in outcome.error and "'NAME'" in outcome.error and "sources[0].tables[0]" in outcome.error
     assert world.pg_query("SELECT count(*) FROM tgt.people") == [(0,)]
+
+
+def test_a_dropped_target_is_recreated_and_fully_reloaded(world: World):
+    seed_all_types(world, 600)
+    raw = all_types_config(world)
+    instance = DagsterInstance.ephemeral()
+    assert run(world, raw, instance)[0].success
+    world.pg_query("DROP TABLE tgt.all_types")
+    again = run(world, raw, instance)[0]
+    assert again.success, again.error
+    assert again.metadata["created_table"] and again.metadata["mode"].startswith("copy")
+    assert_exact(world)
