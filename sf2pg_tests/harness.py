@@ -6,7 +6,7 @@ import datetime as dt
 import decimal
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,3 +155,59 @@ def pg_env_from_os() -> dict[str, str] | None:
     if os.environ.get("PGHOST"):
         return {k: v for k, v in os.environ.items() if k.startswith("PG")}
     return None
+
+
+# ---- a Dagster deployment for daemon tests -------------------------------------------------------
+
+
+@contextmanager
+def dagster_deployment(world: World, work: Path, config: dict, monkeypatch: Any) -> Iterator[Path]:
+    """DAGSTER_HOME with PostgreSQL storage (the repo's dagster.yaml) and SF2PG_CONFIG for ``config``.
+
+    Yields the folder for logs; the environment is set for this process and its children.
+    """
+    import shutil
+
+    repo = Path(__file__).resolve().parents[1]
+    config_file = work / "config.json"
+    config_file.write_text(json.dumps(config))
+    storage_db = f"{world.pg_database}_dagster"
+    world.stack.create_pg_database(storage_db)
+    home = work / "dagster_home"
+    home.mkdir()
+    shutil.copy(repo / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_HOST": os.environ.get("PGHOST", "127.0.0.1"),
+        "DAGSTER_PG_PORT": os.environ.get("PGPORT", "5432"),
+        "DAGSTER_PG_USER": os.environ.get("PGUSER", "postgres"),
+        "DAGSTER_PG_PASSWORD": os.environ.get("PGPASSWORD", ""),
+        "DAGSTER_PG_DB": storage_db,
+        "SF2PG_CONFIG": str(config_file),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    yield work
+
+
+@contextmanager
+def running_daemon(work: Path) -> Iterator[Callable[[], str]]:
+    """A real ``dagster-daemon run`` on the repo's workspace; yields a function returning its log tail."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    log_path = work / "daemon.log"
+    with log_path.open("w") as log:
+        daemon = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(repo / "workspace.yaml")],
+            cwd=repo, env={**os.environ}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            yield lambda: log_path.read_text()[-3000:]
+        finally:
+            daemon.terminate()
+            try:
+                daemon.wait(30)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
