@@ -1,0 +1,365 @@
+"""``python -m sf2pg.bench``: sf2pg's load path against PostgreSQL's own COPY limit, side by side.
+
+Every contender loads the same generated Arrow data into a fresh table of the same shape on the same
+embedded server, in one run; the table printed (and written as JSON) gives rows/s and the ratio to
+the limit, server-side ``COPY ... FROM 'file' (FORMAT binary)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from rich.console import Console
+from rich.table import Table
+
+from sf2pg.chunks import Chunk, chunk_key
+from sf2pg.config import parse_config
+from sf2pg.typemap import SourceColumn
+
+console = Console()
+STATE = Path(".sf2pg/bench")
+DDL = (
+    "CREATE TABLE {t} (id bigint, ts timestamp, amount numeric(12,2), note text, score double precision, "
+    "flag boolean, day date, payload jsonb)"
+)
+SOURCE_COLUMNS = [
+    SourceColumn("ID", "NUMBER", 18, 0),
+    SourceColumn("TS", "TIMESTAMP_NTZ"),
+    SourceColumn("AMOUNT", "NUMBER", 12, 2),
+    SourceColumn("NOTE", "TEXT"),
+    SourceColumn("SCORE", "FLOAT"),
+    SourceColumn("FLAG", "BOOLEAN"),
+    SourceColumn("DAY", "DATE"),
+    SourceColumn("PAYLOAD", "VARIANT"),
+]
+_WORDS = [("lorem ipsum dolor sit amet " * 8)[: n % 200] for n in range(997)]
+
+
+def make_batch(start: int, n: int) -> pa.RecordBatch:
+    """Rows ``start .. start+n`` of the benchmark data, deterministic, as Snowflake would send them."""
+    ids = np.arange(start, start + n, dtype=np.int64)
+    ts = (np.datetime64("2024-01-01T00:00:00", "us") + ids * np.timedelta64(1_000_003, "us")).astype("datetime64[ns]")
+    cents = (ids * 37) % 10_000_000
+    amount = pc.cast(pa.array(np.round(cents / 100.0, 2)), pa.decimal128(12, 2), safe=False)
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array(ids),
+            pa.array(ts),
+            amount,
+            pa.array([_WORDS[i % 997] for i in range(start, start + n)], pa.string()),
+            pa.array(ids * 0.5 + 0.25),
+            pa.array(ids % 3 == 0),
+            pa.array((np.datetime64("2020-01-01") + ids // 1000).astype("datetime64[D]")),
+            pa.array([f'{{"id": {i}, "tags": ["a", "b"]}}' for i in range(start, start + n)], pa.string()),
+        ],
+        names=[c.name for c in SOURCE_COLUMNS],
+    )
+
+
+class GeneratedSource:
+    """A ChunkSource that synthesises each chunk batch by batch: the source itself is O(batch) in memory."""
+
+    def __init__(self, batch_rows: int = 50_000) -> None:
+        self.batch_rows = batch_rows
+
+    def query_text(self, chunk: Chunk, columns: list[SourceColumn]) -> str:
+        return f"generated rows [{chunk.lower}, {chunk.upper})"
+
+    def open(self, chunk: Chunk, columns: list[SourceColumn]):
+        for start in range(chunk.lower, chunk.upper, self.batch_rows):  # type: ignore[arg-type]
+            yield make_batch(start, min(self.batch_rows, chunk.upper - start))  # type: ignore[operator]
+
+    def close(self) -> None:
+        pass
+
+
+class InMemorySource:
+    """A ChunkSource over one pre-generated Arrow table: chunks are zero-copy slices (no Snowflake in the loop)."""
+
+    def __init__(self, data: pa.Table) -> None:
+        self.data = data
+
+    def query_text(self, chunk: Chunk, columns: list[SourceColumn]) -> str:
+        return f"in-memory rows [{chunk.lower}, {chunk.upper})"
+
+    def open(self, chunk: Chunk, columns: list[SourceColumn]):
+        return self.data.slice(chunk.lower, chunk.upper - chunk.lower).to_batches()  # type: ignore[operator]
+
+    def close(self) -> None:
+        pass
+
+
+def generate(rows: int) -> pa.Table:
+    return pa.Table.from_batches([make_batch(s, min(50_000, rows - s)) for s in range(0, rows, 50_000)])
+
+
+def id_chunks(rows: int, per_chunk: int) -> list[Chunk]:
+    return [
+        Chunk(chunk_key("id", lo, min(lo + per_chunk, rows)), lo, min(lo + per_chunk, rows))
+        for lo in range(0, rows, per_chunk)
+    ]
+
+
+def spec_for(database: str, threads: int, batch_size: int, rows_per_chunk: int):
+    raw = {
+        "parallel_threads": threads,
+        "batch_size": batch_size,
+        "rows_per_chunk": rows_per_chunk,
+        "sources": [
+            {
+                "source_name": "bench",
+                "source_sf_database": "BENCH_DB",
+                "source_sf_schema": "PUBLIC",
+                "target_pg_database": database,
+                "target_pg_schema": "bench",
+                "tables": [{"source": "EVENTS", "chunking_columns": ["ID"], "chunking_column_types": ["id"]}],
+            }
+        ],
+    }
+    return parse_config(raw).tables()[0]
+
+
+def reset(conn, table: str) -> None:
+    conn.execute(f"DROP TABLE IF EXISTS bench.{table}")
+    conn.execute("DROP SCHEMA IF EXISTS migration_status CASCADE")
+    conn.execute("CREATE SCHEMA IF NOT EXISTS bench")
+
+
+def time_load_path(
+    database: str, rows: int, threads: int, batch_size: int, rows_per_chunk: int, data: pa.Table | None = None
+) -> float:
+    import psycopg
+
+    from sf2pg.load.table import TableLoad, load_table
+    from sf2pg.resources import PostgresResource
+
+    with psycopg.connect(dbname=database, autocommit=True) as conn:
+        reset(conn, "events")
+    spec = spec_for(database, threads, batch_size, rows_per_chunk)
+    source = InMemorySource(data) if data is not None else GeneratedSource()
+    job = TableLoad(spec, id_chunks(rows, rows_per_chunk), SOURCE_COLUMNS, source, full_load=True)
+    t0 = time.perf_counter()
+    load_table(job, PostgresResource())
+    return time.perf_counter() - t0
+
+
+def time_server_copy(database: str, data: pa.Table, folder: Path) -> float:
+    """The limit: the server reads a binary COPY file of the same rows from its own disk."""
+    import psycopg
+    from pgpq import ArrowToPostgresBinaryEncoder
+
+    from sf2pg.load.conform import conform
+    from sf2pg.load.target import prepare_target
+
+    with psycopg.connect(dbname=database, autocommit=True) as conn:
+        reset(conn, "limit_events")
+        target = prepare_target(conn, "bench", "limit_events", SOURCE_COLUMNS, (), None, "bench")
+        path = folder / "events.bin"
+        with path.open("wb") as out:
+            encoder: ArrowToPostgresBinaryEncoder = target.encoder()
+            out.write(encoder.write_header())
+            for batch in conform(data.to_batches(), target, 50_000, "fail", "bench"):
+                out.write(encoder.write_batch(batch))
+            out.write(encoder.finish())
+        path.chmod(0o644)
+        t0 = time.perf_counter()
+        conn.execute(f"COPY bench.limit_events FROM '{path}' (FORMAT binary)")
+        return time.perf_counter() - t0
+
+
+def time_pandas_csv(database: str, data: pa.Table) -> float:
+    """The legacy way: DataFrame.to_csv into a buffer, then COPY ... CSV (DataFrame built untimed)."""
+    import psycopg
+
+    with psycopg.connect(dbname=database, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench.csv_events")
+        conn.execute(DDL.format(t="bench.csv_events"))
+        total = 0.0
+        for start in range(0, data.num_rows, 200_000):
+            frame = data.slice(start, 200_000).to_pandas()
+            t0 = time.perf_counter()
+            buffer = io.StringIO()
+            frame.to_csv(buffer, index=False, header=False)
+            buffer.seek(0)
+            with conn.cursor().copy("COPY bench.csv_events FROM STDIN (FORMAT csv)") as copy:
+                copy.write(buffer.getvalue())
+            total += time.perf_counter() - t0
+        return total
+
+
+def peak_rss_mb(rows: int) -> float:
+    """Peak RSS (MiB) of a fresh process running the sf2pg load path over ``rows`` generated rows."""
+    code = (
+        "import resource, sys; from sf2pg.bench.__main__ import time_load_path; "
+        f"time_load_path(sys.argv[1], {rows}, 2, 50000, 500000); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, os.environ["BENCH_DB"]], capture_output=True, text=True, check=True
+    )
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+def end_to_end(rows: int, database: str, folder: Path) -> dict:
+    """`sf2pg migrate` from the emulator vs reading the same rows from the emulator alone."""
+    from dagster import DagsterInstance
+
+    from sf2pg.devstack.emulator import start_emulator
+    from sf2pg.resources import snowflake_resource
+    from sf2pg.runs import migrate, plan_tables
+
+    emulator = start_emulator(None, log_path=folder / "emulator.log")
+    os.environ.update(emulator.env())
+    try:
+        with snowflake_resource(resolve=True).get_connection() as sf:
+            cur = sf.cursor()
+            cur.execute('CREATE DATABASE IF NOT EXISTS "BENCH_DB"')
+            cur.execute('CREATE SCHEMA IF NOT EXISTS "BENCH_DB"."PUBLIC"')
+            t0 = time.perf_counter()
+            cur.execute(
+                'CREATE OR REPLACE TABLE "BENCH_DB"."PUBLIC"."EVENTS" AS SELECT SEQ4() AS ID, '
+                "DATEADD(second, SEQ4(), '2024-01-01'::TIMESTAMP_NTZ) AS TS, (SEQ4() % 100000) / 100 AS AMOUNT, "
+                "'note ' || (SEQ4() % 997) AS NOTE, SEQ4() * 0.5 AS SCORE, SEQ4() % 3 = 0 AS FLAG "
+                f"FROM TABLE(GENERATOR(ROWCOUNT => {rows}))"
+            )
+            seed = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            cur.execute('SELECT ID, TS, AMOUNT, NOTE, SCORE, FLAG FROM "BENCH_DB"."PUBLIC"."EVENTS"')
+            read_rows = sum(t.num_rows for t in cur.fetch_arrow_batches())
+            read_only = time.perf_counter() - t0
+        spec = spec_for(database, 4, 50_000, max(rows // 8, 1000))
+        config = parse_config(
+            {
+                "parallel_threads": 4,
+                "batch_size": 50_000,
+                "rows_per_chunk": max(rows // 8, 1000),
+                "sources": [
+                    {
+                        "source_name": "bench",
+                        "source_sf_database": "BENCH_DB",
+                        "source_sf_schema": "PUBLIC",
+                        "target_pg_database": database,
+                        "target_pg_schema": "e2e",
+                        "tables": [
+                            {
+                                "source": "EVENTS",
+                                "chunking_columns": ["ID"],
+                                "chunking_column_types": ["id"],
+                                "uniqueness_columns": ["ID"],
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+        del spec
+        t0 = time.perf_counter()
+        plan = plan_tables(config.tables(), None)[config.tables()[0].name]
+        planning = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        [outcome] = migrate(config, config.tables(), DagsterInstance.ephemeral(), log_level="WARNING")
+        total = time.perf_counter() - t0
+        assert outcome.success, outcome.error
+        return {
+            "rows": read_rows,
+            "seed_s": seed,
+            "read_only_s": read_only,
+            "migrate_s": total,
+            "ratio": total / read_only,
+            "planning_queries": plan.source_queries,
+            "planning_s": planning,
+            "chunks": len(plan.chunks),
+        }
+    finally:
+        emulator.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true", help="100,000 rows; skip the 5M memory run")
+    parser.add_argument("--json", default=str(STATE / "results.json"))
+    args = parser.parse_args(argv)
+    rows = 100_000 if args.quick else args.rows
+
+    from sf2pg.devstack.postgres import start_postgres
+
+    STATE.mkdir(parents=True, exist_ok=True)
+    server = start_postgres(STATE / "pg", durable=True)
+    os.environ.update(server.env())
+    server.create_database("bench")
+    os.environ["BENCH_DB"] = "bench"
+    folder = Path(tempfile.mkdtemp(prefix="sf2pg-bench-"))
+    folder.chmod(0o755)
+    results: dict = {"machine": machine(), "rows": rows, "contenders": {}}
+    try:
+        data = generate(rows)
+        limit = time_server_copy("bench", data, folder)
+        measured = {"limit: server-side COPY FROM file (binary)": limit}
+        for threads, batch in ((4, 50_000), (1, 50_000), (2, 50_000), (2, 16_384), (8, 50_000)):
+            label = f"sf2pg load path, {threads} thread(s), batch {batch}" + (
+                " (defaults)" if threads == 4 and batch == 50_000 else ""
+            )
+            measured[label] = time_load_path("bench", rows, threads, batch, max(rows // 8, 1000), data)
+        measured["legacy: pandas to_csv + COPY csv"] = time_pandas_csv("bench", data)
+        del data
+        table = Table(title=f"sf2pg bench: {rows:,} rows")
+        for column in ("contender", "seconds", "rows/s", "ratio to limit"):
+            table.add_column(column, justify="left" if column == "contender" else "right")
+        for label, seconds in measured.items():
+            ratio = limit / seconds
+            results["contenders"][label] = {"seconds": seconds, "rows_per_s": rows / seconds, "ratio_to_limit": ratio}
+            table.add_row(label, f"{seconds:.2f}", f"{rows / seconds:,.0f}", f"{ratio:.2f}x")
+        console.print(table)
+        e2e = end_to_end(rows, "bench", folder)
+        results["end_to_end"] = e2e
+        console.print(
+            f"end to end from the emulator: migrate {e2e['migrate_s']:.1f}s vs read-only {e2e['read_only_s']:.1f}s "
+            f"= {e2e['ratio']:.2f}x; planning {e2e['planning_queries']} query in {e2e['planning_s']:.2f}s "
+            f"for {e2e['chunks']} chunks (the emulator returns a whole result as one Arrow batch)"
+        )
+        sizes = [rows] if args.quick else [1_000_000, 5_000_000]
+        memory = {n: peak_rss_mb(n) for n in sizes}
+        results["peak_rss_mb"] = memory
+        console.print("peak RSS of the load path: " + ", ".join(f"{n:,} rows {mb:.0f} MiB" for n, mb in memory.items()))
+        if len(memory) == 2:
+            console.print(f"5M/1M peak memory ratio: {memory[5_000_000] / memory[1_000_000]:.2f}x")
+    finally:
+        server.stop()
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    console.print(f"results written to {args.json}")
+
+
+def machine() -> dict:
+    import pgpq  # noqa: F401
+    import psycopg
+
+    pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "memory_gib": round(pages / 2**30, 1),
+        "python": platform.python_version(),
+        "pyarrow": pa.__version__,
+        "psycopg": psycopg.__version__,
+        "max_rss_units": "KiB" if resource else "",
+    }
+
+
+if __name__ == "__main__":
+    main()
