@@ -63,7 +63,9 @@ def build_table_asset(spec: TableSpec) -> AssetsDefinition:
         group_name=spec.source_name,
         partitions_def=partitions_def(spec),
         io_manager_key=IO_MANAGER_KEY,
-        backfill_policy=BackfillPolicy.single_run(),
+        backfill_policy=BackfillPolicy.multi_run(spec.max_partitions_per_run)
+        if spec.max_partitions_per_run
+        else BackfillPolicy.single_run(),
         pool=pool_name(spec),
         retry_policy=RetryPolicy(max_retries=2, delay=5, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS),
         kinds={"snowflake", "postgres"},

@@ -118,6 +118,9 @@ class TableConfig(_Strict):
         default=0.1, gt=0, le=1, description="refuse to delete more than this share of a chunk's rows"
     )
     watermark_lookback: int = Field(default=0, ge=0, description="margin re-read below the last loaded watermark")
+    max_partitions_per_run: int | None = Field(
+        default=None, ge=1, description="split a backfill into runs of at most this many chunks; null: one run"
+    )
 
 
 class SourceConfig(_Strict):
@@ -200,6 +203,7 @@ class TableSpec:
     blocking_checks: bool = True
     delete_detection: Literal["keys"] | None = None
     delete_max_ratio: float = 0.1
+    max_partitions_per_run: int | None = None
 
     @property
     def asset_key_path(self) -> list[str]:
@@ -246,6 +250,7 @@ def _resolve(top: AppConfig, source: SourceConfig, table: TableConfig, path: str
         blocking_checks=table.blocking_checks,
         delete_detection=table.delete_detection,
         delete_max_ratio=table.delete_max_ratio,
+        max_partitions_per_run=table.max_partitions_per_run,
     )
 
 
