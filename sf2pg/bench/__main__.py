@@ -2,7 +2,9 @@
 
 Every contender loads the same generated Arrow data into a fresh table of the same shape on the same
 embedded server, in one run; the table printed (and written as JSON) gives rows/s and the ratio to
-the limit, server-side ``COPY ... FROM 'file' (FORMAT binary)``.
+the limit, server-side ``COPY ... FROM 'file' (FORMAT binary)``. The same run then measures, against
+the emulator: end to end, orchestration overhead per chunk, planning a skewed table and an
+incremental sync (see ``scenarios.py``), and finally peak memory.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -214,88 +217,65 @@ def peak_rss_mb(rows: int) -> float:
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
 
-def end_to_end(rows: int, database: str, folder: Path) -> dict:
+def end_to_end(rows: int, database: str) -> dict:
     """`sf2pg migrate` from the emulator vs reading the same rows from the emulator alone."""
     from dagster import DagsterInstance
 
-    from sf2pg.devstack.emulator import start_emulator
+    from sf2pg.bench.scenarios import bench_config, seed
     from sf2pg.resources import snowflake_resource
     from sf2pg.runs import migrate, plan_tables
 
-    emulator = start_emulator(None, log_path=folder / "emulator.log")
-    os.environ.update(emulator.env())
-    try:
-        with snowflake_resource(resolve=True).get_connection() as sf:
-            cur = sf.cursor()
-            cur.execute('CREATE DATABASE IF NOT EXISTS "BENCH_DB"')
-            cur.execute('CREATE SCHEMA IF NOT EXISTS "BENCH_DB"."PUBLIC"')
-            t0 = time.perf_counter()
-            cur.execute(
-                'CREATE OR REPLACE TABLE "BENCH_DB"."PUBLIC"."EVENTS" AS SELECT SEQ4() AS ID, '
-                "DATEADD(second, SEQ4(), '2024-01-01'::TIMESTAMP_NTZ) AS TS, (SEQ4() % 100000) / 100 AS AMOUNT, "
-                "'note ' || (SEQ4() % 997) AS NOTE, SEQ4() * 0.5 AS SCORE, SEQ4() % 3 = 0 AS FLAG "
-                f"FROM TABLE(GENERATOR(ROWCOUNT => {rows}))"
-            )
-            seed = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            cur.execute('SELECT ID, TS, AMOUNT, NOTE, SCORE, FLAG FROM "BENCH_DB"."PUBLIC"."EVENTS"')
-            read_rows = sum(t.num_rows for t in cur.fetch_arrow_batches())
-            read_only = time.perf_counter() - t0
-        spec = spec_for(database, 4, 50_000, max(rows // 8, 1000))
-        config = parse_config(
-            {
-                "parallel_threads": 4,
-                "batch_size": 50_000,
-                "rows_per_chunk": max(rows // 8, 1000),
-                "sources": [
-                    {
-                        "source_name": "bench",
-                        "source_sf_database": "BENCH_DB",
-                        "source_sf_schema": "PUBLIC",
-                        "target_pg_database": database,
-                        "target_pg_schema": "e2e",
-                        "tables": [
-                            {
-                                "source": "EVENTS",
-                                "chunking_columns": ["ID"],
-                                "chunking_column_types": ["id"],
-                                "uniqueness_columns": ["ID"],
-                            }
-                        ],
-                    }
-                ],
-            }
-        )
-        del spec
+    with snowflake_resource(resolve=True).get_connection() as sf:
+        seconds = seed(sf, "EVENTS", rows)
+        cur = sf.cursor()
         t0 = time.perf_counter()
-        plan = plan_tables(config.tables(), None)[config.tables()[0].name]
-        planning = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        [outcome] = migrate(config, config.tables(), DagsterInstance.ephemeral(), log_level="WARNING")
-        total = time.perf_counter() - t0
-        assert outcome.success, outcome.error
-        return {
-            "rows": read_rows,
-            "seed_s": seed,
-            "read_only_s": read_only,
-            "migrate_s": total,
-            "ratio": total / read_only,
-            "planning_queries": plan.source_queries,
-            "planning_s": planning,
-            "chunks": len(plan.chunks),
-        }
-    finally:
-        emulator.stop()
+        cur.execute('SELECT ID, TS, AMOUNT, NOTE, SCORE, FLAG, UPDATED_AT FROM "BENCH_DB"."PUBLIC"."EVENTS"')
+        read_rows = sum(t.num_rows for t in cur.fetch_arrow_batches())
+        read_only = time.perf_counter() - t0
+    config = bench_config(database, "e2e", "EVENTS", max(rows // 8, 1000))
+    t0 = time.perf_counter()
+    plan = plan_tables(config.tables(), None)[config.tables()[0].name]
+    planning = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    [outcome] = migrate(config, config.tables(), DagsterInstance.ephemeral(), log_level="WARNING")
+    total = time.perf_counter() - t0
+    assert outcome.success, outcome.error
+    return {
+        "rows": read_rows,
+        "seed_s": seconds,
+        "read_only_s": read_only,
+        "migrate_s": total,
+        "ratio": total / read_only,
+        "planning_queries": plan.source_queries,
+        "planning_s": planning,
+        "chunks": len(plan.chunks),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--quick", action="store_true", help="100,000 rows; skip the 5M memory run")
+    parser.add_argument("--quick", action="store_true", help="small sizes everywhere; skip the 5M memory run")
     parser.add_argument("--json", default=str(STATE / "results.json"))
     args = parser.parse_args(argv)
-    rows = 100_000 if args.quick else args.rows
+    quick = args.quick
+    rows = 100_000 if quick else args.rows
+    sizes = {
+        "to_sql_rows": min(rows, 20_000 if quick else 100_000),
+        "small_chunks": 200 if quick else 1_000,
+        "skewed_rows": 500_000 if quick else 5_000_000,
+        "sync_rows": 100_000 if quick else 1_000_000,
+        "sync_changed": 1_000 if quick else 10_000,
+    }
 
+    import dagster
+
+    # the asset's backfill policy and partitioned checks are Dagster beta/preview features: not news here
+    warnings.filterwarnings("ignore", category=dagster.BetaWarning)
+    warnings.filterwarnings("ignore", category=dagster.PreviewWarning)
+
+    from sf2pg.bench import scenarios
+    from sf2pg.devstack.emulator import start_emulator
     from sf2pg.devstack.postgres import start_postgres
 
     STATE.mkdir(parents=True, exist_ok=True)
@@ -305,40 +285,84 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["BENCH_DB"] = "bench"
     folder = Path(tempfile.mkdtemp(prefix="sf2pg-bench-"))
     folder.chmod(0o755)
-    results: dict = {"machine": machine(), "rows": rows, "contenders": {}}
+    results: dict = {"machine": machine(), "rows": rows, "sizes": sizes, "contenders": {}}
+    emulator = None
     try:
         data = generate(rows)
         limit = time_server_copy("bench", data, folder)
-        measured = {"limit: server-side COPY FROM file (binary)": limit}
+        measured = {"limit: server-side COPY FROM file (binary)": (rows, limit)}
         for threads, batch in ((4, 50_000), (1, 50_000), (2, 50_000), (2, 16_384), (8, 50_000)):
             label = f"sf2pg load path, {threads} thread(s), batch {batch}" + (
                 " (defaults)" if threads == 4 and batch == 50_000 else ""
             )
-            measured[label] = time_load_path("bench", rows, threads, batch, max(rows // 8, 1000), data)
-        measured["legacy: pandas to_csv + COPY csv"] = time_pandas_csv("bench", data)
+            measured[label] = (rows, time_load_path("bench", rows, threads, batch, max(rows // 8, 1000), data))
+        measured["legacy: pandas to_csv + COPY csv"] = (rows, time_pandas_csv("bench", data))
+        subset = sizes["to_sql_rows"]
+        measured[f"legacy: pandas DataFrame.to_sql ({subset:,}-row subset)"] = (
+            subset,
+            scenarios.time_to_sql(server.url("bench"), data.slice(0, subset), DDL),
+        )
         del data
         table = Table(title=f"sf2pg bench: {rows:,} rows")
-        for column in ("contender", "seconds", "rows/s", "ratio to limit"):
+        for column in ("contender", "rows", "seconds", "rows/s", "ratio to limit"):
             table.add_column(column, justify="left" if column == "contender" else "right")
-        for label, seconds in measured.items():
-            ratio = limit / seconds
-            results["contenders"][label] = {"seconds": seconds, "rows_per_s": rows / seconds, "ratio_to_limit": ratio}
-            table.add_row(label, f"{seconds:.2f}", f"{rows / seconds:,.0f}", f"{ratio:.2f}x")
+        limit_rate = rows / limit
+        for label, (n, seconds) in measured.items():
+            ratio = (n / seconds) / limit_rate
+            results["contenders"][label] = {
+                "rows": n,
+                "seconds": seconds,
+                "rows_per_s": n / seconds,
+                "ratio_to_limit": ratio,
+            }
+            table.add_row(label, f"{n:,}", f"{seconds:.2f}", f"{n / seconds:,.0f}", f"{ratio:.2f}x")
         console.print(table)
-        e2e = end_to_end(rows, "bench", folder)
+
+        emulator = start_emulator(None, log_path=folder / "emulator.log")
+        os.environ.update(emulator.env())
+        e2e = end_to_end(rows, "bench")
         results["end_to_end"] = e2e
         console.print(
             f"end to end from the emulator: migrate {e2e['migrate_s']:.1f}s vs read-only {e2e['read_only_s']:.1f}s "
             f"= {e2e['ratio']:.2f}x; planning {e2e['planning_queries']} query in {e2e['planning_s']:.2f}s "
             f"for {e2e['chunks']} chunks (the emulator returns a whole result as one Arrow batch)"
         )
-        sizes = [rows] if args.quick else [1_000_000, 5_000_000]
-        memory = {n: peak_rss_mb(n) for n in sizes}
+        orch = scenarios.orchestration("bench", sizes["small_chunks"] * 100, 100)
+        results["orchestration"] = orch
+        many, one = orch["many"], orch["one"]
+        console.print(
+            f"orchestration: single-run backfill of {many['chunks']:,} chunks ({many['rows']:,} rows, 1 thread) "
+            f"ran {many['run_s']:.1f}s after planning; chunk loads {many['chunk_loads_s']:.1f}s, checks "
+            f"{many['check_steps_s']:.1f}s, the rest {many['beyond_data_s']:.1f}s = "
+            f"{orch['overhead_ms_per_chunk']:.1f} ms/chunk beyond the data work (target < 50); the same rows "
+            f"in {one['chunks']} chunk ran {one['run_s']:.1f}s = {orch['vs_one_chunk_ms_per_chunk']:.1f} ms "
+            "per extra chunk, source queries included"
+        )
+        skew = scenarios.skewed_planning(sizes["skewed_rows"], 250_000 if not quick else 25_000)
+        results["skewed_planning"] = skew
+        console.print(
+            f"planning a skewed {skew['rows']:,}-row table (densest day {skew['densest_day_rows']:,} rows): "
+            f"{skew['queries']} queries in {skew['seconds']:.2f}s, {skew['chunks']} chunks of "
+            f"{skew['smallest_chunk_rows']:,}..{skew['largest_chunk_rows']:,} rows (target {skew['rows_per_chunk']:,})"
+        )
+        inc = scenarios.incremental_sync("bench", sizes["sync_rows"], sizes["sync_changed"])
+        results["incremental_sync"] = inc
+        console.print(
+            f"incremental sync: {inc['changed']:,} changed rows into a {inc['rows']:,}-row table in "
+            f"{inc['sync_s']:.2f}s, of which {inc['source_s']:.2f}s inside the Snowflake connector "
+            f"({inc['source_queries']} statements): sf2pg's own time {inc['own_s']:.2f}s (target < 1 s)"
+        )
+        emulator.stop()
+        emulator = None
+
+        memory = {n: peak_rss_mb(n) for n in ([rows] if quick else [1_000_000, 5_000_000])}
         results["peak_rss_mb"] = memory
         console.print("peak RSS of the load path: " + ", ".join(f"{n:,} rows {mb:.0f} MiB" for n, mb in memory.items()))
         if len(memory) == 2:
             console.print(f"5M/1M peak memory ratio: {memory[5_000_000] / memory[1_000_000]:.2f}x")
     finally:
+        if emulator is not None:
+            emulator.stop()
         server.stop()
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2, default=str))
