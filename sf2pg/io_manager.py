@@ -64,7 +64,12 @@ class PostgresCopyIOManager(ConfigurableIOManager):
             "target": MetadataValue.text(f"{obj.spec.pg_database}.{obj.spec.pg_schema}.{obj.spec.pg_table}"),
             "created_table": summary.created_table,
             "truncated": summary.truncated,
+            "fallbacks": sum(1 for r in summary.results if r.fallback),
+            "table_chunks_loaded": summary.table_chunks[0],
+            "table_chunks_failed": summary.table_chunks[1],
         }
+        if obj.total_chunks:
+            metadata["table_chunks_missing"] = max(obj.total_chunks - summary.table_chunks[0], 0)
         if len(chunks) == 1:
             query = obj.source.query_text(chunks[0], obj.source_columns)
             metadata["source_query"] = MetadataValue.md(f"```sql\n{query}\n```")

@@ -37,7 +37,15 @@ class TableOutcome:
 def failure_message(result: object) -> str:
     """The last step failure's message of an in-process run."""
     failures = [e for e in result.all_events if e.is_step_failure]  # type: ignore[attr-defined]
-    return failures[-1].step_failure_data.error.message.strip() if failures else "run failed"
+    if not failures:
+        return "run failed"
+    error = failures[-1].step_failure_data.error
+    message = error.message.strip()
+    while error.cls_name.startswith(("Dagster", "RetryRequested")) and (error.cause or error.context):
+        error = error.cause or error.context  # "Exceeded max_retries": say what kept failing
+        if not error.cls_name.startswith(("Dagster", "RetryRequested")):
+            message = f"{message}: {error.message.strip()}"
+    return message
 
 
 def dagster_instance() -> DagsterInstance:

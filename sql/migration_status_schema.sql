@@ -40,8 +40,11 @@ CREATE TABLE IF NOT EXISTS migration_status.chunk_state (
     source_query     text,
     run_id           text,
     error            text,
+    fallback         text,                  -- fallback tiers taken (duplicate key -> merge, smaller batches)
     PRIMARY KEY (target_schema, target_table, chunk_key)
 );
+-- ledgers created before the fallback column
+ALTER TABLE migration_status.chunk_state ADD COLUMN IF NOT EXISTS fallback text;
 
 -- Secondary index definitions dropped for a bulk load, kept until they are rebuilt
 -- (`sf2pg restore-indexes` rebuilds them after a crash).

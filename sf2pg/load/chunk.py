@@ -44,6 +44,7 @@ class ChunkResult:
     rows_deleted: int = 0
     bytes_copied: int = 0
     seconds: float = 0.0
+    fallback: str | None = None  # fallback tiers this load took, as recorded in the ledger
 
 
 def range_predicate(target: TargetTable, chunk: Chunk, table_alias: str | None = None) -> tuple[sql.Composable, tuple]:
@@ -75,8 +76,12 @@ def load_chunk(
     insert_only: bool,
     run_id: str | None,
     source_query: str,
+    fallback: str | None = None,
 ) -> ChunkResult:
-    """Load one chunk in one transaction. ``open_batches`` starts a fresh source stream (a fallback may re-read)."""
+    """Load one chunk in one transaction. ``open_batches`` starts a fresh source stream (a fallback may re-read).
+
+    ``fallback`` notes tiers the caller already took (smaller batches), to be kept in the ledger.
+    """
     started_at = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     with conn.transaction(), conn.cursor() as cur:
@@ -93,6 +98,7 @@ def load_chunk(
         else:
             result = _replace(cur, target, chunk, open_batches())
         result.seconds = time.perf_counter() - t0
+        result.fallback = "; ".join(n for n in (fallback, result.fallback) if n) or None
         ledger.record_chunk(
             conn,
             target.schema,
@@ -111,6 +117,7 @@ def load_chunk(
                 duration_seconds=result.seconds,
                 source_query=source_query,
                 run_id=run_id,
+                fallback=result.fallback,
             ),
         )
     return result
@@ -143,7 +150,9 @@ def _copy_or_fall_back(
     except psycopg.errors.UniqueViolation:
         if not target.has_unique_key:
             raise
-        return _merge(cur, target, chunk, open_batches(), insert_only, "copy->merge")
+        result = _merge(cur, target, chunk, open_batches(), insert_only, "copy->merge")
+        result.fallback = "COPY hit a duplicate key: merged by key instead"
+        return result
 
 
 def _incremental(

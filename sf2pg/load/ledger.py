@@ -14,8 +14,12 @@ _LEDGER_LOCK = 0x5F2F6001  # serialises first-use creation across concurrent loa
 
 
 def ensure_ledger(conn: psycopg.Connection) -> None:
-    """Create the ledger schema on first use; a no-op once it exists."""
-    if conn.execute("SELECT to_regclass('migration_status.migration_table_status')").fetchone()[0]:
+    """Create (or bring up to date) the ledger schema on first use; a no-op once it is current."""
+    current = conn.execute(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = 'migration_status' "
+        "AND table_name = 'chunk_state' AND column_name = 'fallback'"
+    ).fetchone()
+    if current and conn.execute("SELECT to_regclass('migration_status.migration_table_status')").fetchone()[0]:
         return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LEDGER_LOCK,))
@@ -130,6 +134,16 @@ def loaded_keys(conn: psycopg.Connection, schema: str, table: str) -> list[str]:
     return [r[0] for r in rows]
 
 
+def chunk_counts(conn: psycopg.Connection, schema: str, table: str) -> tuple[int, int]:
+    """(loaded, failed) partitions of the table, as ``sf2pg status`` counts them."""
+    row = conn.execute(
+        "SELECT count(*) FILTER (WHERE status = 'completed'), count(*) FILTER (WHERE status = 'failed') "
+        "FROM migration_status.chunk_state WHERE target_schema = %s AND target_table = %s",
+        (schema, table),
+    ).fetchone()
+    return row[0], row[1]
+
+
 @dataclass
 class ChunkRecord:
     """What one chunk load did, as written to ``chunk_state``."""
@@ -147,6 +161,7 @@ class ChunkRecord:
     duration_seconds: float
     source_query: str
     run_id: str | None
+    fallback: str | None = None  # which fallback tiers the chunk needed, if any
 
 
 def record_chunk(conn: psycopg.Connection, schema: str, table: str, rec: ChunkRecord) -> None:
@@ -156,20 +171,21 @@ def record_chunk(conn: psycopg.Connection, schema: str, table: str, rec: ChunkRe
         INSERT INTO migration_status.chunk_state AS c
             (target_schema, target_table, chunk_key, lower_bound, upper_bound, status, mode, rows_copied,
              rows_inserted, rows_updated, rows_deleted, bytes_copied, started_at, completed_at,
-             duration_seconds, source_query, run_id, error)
-        VALUES (%s, %s, %s, %s, %s, 'completed', %s, %s, %s, %s, %s, %s, %s, now(), %s, %s, %s, NULL)
+             duration_seconds, source_query, run_id, error, fallback)
+        VALUES (%s, %s, %s, %s, %s, 'completed', %s, %s, %s, %s, %s, %s, %s, now(), %s, %s, %s, NULL, %s)
         ON CONFLICT (target_schema, target_table, chunk_key) DO UPDATE SET
             lower_bound = EXCLUDED.lower_bound, upper_bound = EXCLUDED.upper_bound, status = 'completed',
             mode = EXCLUDED.mode, rows_copied = EXCLUDED.rows_copied, rows_inserted = EXCLUDED.rows_inserted,
             rows_updated = EXCLUDED.rows_updated, rows_deleted = EXCLUDED.rows_deleted,
             bytes_copied = EXCLUDED.bytes_copied, attempts = c.attempts + 1, started_at = EXCLUDED.started_at,
             completed_at = now(), duration_seconds = EXCLUDED.duration_seconds,
-            source_query = EXCLUDED.source_query, run_id = EXCLUDED.run_id, error = NULL
+            source_query = EXCLUDED.source_query, run_id = EXCLUDED.run_id, error = NULL,
+            fallback = EXCLUDED.fallback
         """,
         (
             schema, table, rec.key, rec.lower_bound, rec.upper_bound, rec.mode, rec.rows_copied,
             rec.rows_inserted, rec.rows_updated, rec.rows_deleted, rec.bytes_copied, rec.started_at,
-            rec.duration_seconds, rec.source_query, rec.run_id,
+            rec.duration_seconds, rec.source_query, rec.run_id, rec.fallback,
         ),
     )  # fmt: skip
 

@@ -5,16 +5,19 @@ This is the mechanism behind the IO manager and the CLI; it knows nothing of Dag
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+import pyarrow as pa
 from psycopg import sql
 
 from sf2pg.chunks import Chunk
@@ -29,6 +32,10 @@ from sf2pg.resources import PostgresResource, apply_bulk_session_settings
 from sf2pg.typemap import SourceColumn
 
 log = logging.getLogger("sf2pg")
+
+
+class ChunkInterrupted(RuntimeError):
+    """The run was interrupted while this chunk loaded; its transaction rolled back."""
 
 
 class ChunkLoadError(RuntimeError):
@@ -68,6 +75,7 @@ class TableLoadSummary:
     created_table: bool = False
     index_seconds: float = 0.0
     permanent_failures: int = 0
+    table_chunks: tuple[int, int] = (0, 0)  # (loaded, failed) chunks of the whole table after this load
 
     @property
     def rows(self) -> int:
@@ -107,14 +115,23 @@ class _TargetConnections:
         self._local = threading.local()
         self._stack = ExitStack()
         self._lock = threading.Lock()
+        self._all: list[psycopg.Connection] = []
 
     def get(self) -> psycopg.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.broken:
             with self._lock:
                 conn = self._local.conn = self._stack.enter_context(self._postgres.get_connection(self._database))
+                self._all.append(conn)
             apply_bulk_session_settings(conn)
         return conn
+
+    def cancel_all(self) -> None:
+        """Ask the server to cancel whatever each connection is running (from another thread)."""
+        for conn in list(self._all):
+            if not conn.closed:
+                with contextlib.suppress(Exception):  # one that cannot be reached rolls back on its own
+                    conn.cancel_safe(timeout=5)
 
     def close(self) -> None:
         self._stack.close()
@@ -184,6 +201,7 @@ def load_table(
                 summary.index_seconds = time.perf_counter() - t_index
             if job.full_load and summary.results:
                 control.execute(sql.SQL("ANALYZE {}").format(target.ident))
+        summary.table_chunks = ledger.chunk_counts(control, spec.pg_schema, spec.pg_table)
     summary.seconds = time.perf_counter() - t0
     if summary.failures:
         listed = "; ".join(f"{key}: {err}" for key, err in list(summary.failures.items())[:5])
@@ -215,47 +233,105 @@ def _load_chunks(
 ) -> None:
     spec = job.spec
     connections = _TargetConnections(postgres, spec.pg_database)
+    stop = threading.Event()  # set when the run is interrupted: in-flight chunks roll back, queued ones never start
+
+    def batches(chunk: Chunk, batch_size: int) -> Iterator[pa.RecordBatch]:
+        stream = conform(job.source.open(chunk, loaded), target, batch_size, spec.nul_bytes, _where(spec, chunk))
+        for batch in stream:
+            if stop.is_set():
+                raise ChunkInterrupted("the run was interrupted; the chunk rolled back")
+            yield batch
 
     def run(chunk: Chunk) -> ChunkResult:
-        try:
-            return load_chunk(
-                connections.get(),
-                target,
-                chunk,
-                lambda: conform(
-                    job.source.open(chunk, loaded), target, spec.batch_size, spec.nul_bytes, _where(spec, chunk)
-                ),
-                insert_only=spec.insert_only_mode,
-                run_id=job.run_id,
-                source_query=job.source.query_text(chunk, loaded),
-            )
-        except Exception as exc:
-            message = f"{_side_of(exc)} failed: {exc}".strip()
-            _note_failure(postgres, spec, chunk, message, job.run_id)
-            raise ChunkLoadError(message, permanent=isinstance(exc, InputError)) from exc
+        batch_size, notes = spec.batch_size, []
+        while True:
+            try:
+                if stop.is_set():
+                    raise ChunkInterrupted("the run was interrupted before the chunk started")
+                return load_chunk(
+                    connections.get(),
+                    target,
+                    chunk,
+                    functools.partial(batches, chunk, batch_size),
+                    insert_only=spec.insert_only_mode,
+                    run_id=job.run_id,
+                    source_query=job.source.query_text(chunk, loaded),
+                    fallback="; ".join(notes) or None,
+                )
+            except Exception as exc:
+                smaller = _smaller_batches(batch_size, len(notes))
+                if smaller and _is_resource_error(exc) and not stop.is_set():
+                    note = f"{type(exc).__name__} with batches of {batch_size} rows: retried with {smaller}"
+                    logger.warning(f"{spec.name} chunk {chunk.key}: {note} ({exc})")
+                    batch_size = smaller
+                    notes.append(note)
+                    continue
+                message = f"{_side_of(exc)} failed: {exc}".strip()
+                if _is_resource_error(exc):
+                    message = (
+                        f"{_side_of(exc)} ran out of memory or size: {type(exc).__name__}: {exc} (batches of "
+                        f"{batch_size} rows, after {len(notes)} smaller tier(s); lower rows_per_chunk or batch_size)"
+                    )
+                _note_failure(postgres, spec, chunk, message, job.run_id)
+                raise ChunkLoadError(message, permanent=isinstance(exc, InputError)) from exc
 
     workers = max(1, min(spec.parallel_threads, len(job.chunks)))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sf2pg-chunk")
     try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sf2pg-chunk") as pool:
-            futures = {pool.submit(run, chunk): chunk for chunk in job.chunks}
-            for future in as_completed(futures):
-                chunk = futures[future]
-                try:
-                    result = future.result()
-                except ChunkLoadError as exc:
-                    summary.failures[chunk.key] = str(exc)
-                    summary.permanent_failures += exc.permanent
-                    logger.error(f"{spec.name} chunk {chunk.key}: {exc}")
-                    continue
-                summary.results.append(result)
-                logger.info(
-                    f"{spec.name} chunk {chunk.key}: {result.mode}, {result.rows_copied} rows in {result.seconds:.2f}s"
-                )
-                if on_chunk:
-                    on_chunk(result)
+        futures = {pool.submit(run, chunk): chunk for chunk in job.chunks}
+        for future in as_completed(futures):
+            chunk = futures[future]
+            try:
+                result = future.result()
+            except ChunkLoadError as exc:
+                summary.failures[chunk.key] = str(exc)
+                summary.permanent_failures += exc.permanent
+                logger.error(f"{spec.name} chunk {chunk.key}: {exc}")
+                continue
+            summary.results.append(result)
+            logger.info(
+                f"{spec.name} chunk {chunk.key}: {result.mode}, {result.rows_copied} rows in {result.seconds:.2f}s"
+                + (f" (fallback: {result.fallback})" if result.fallback else "")
+            )
+            if on_chunk:
+                on_chunk(result)
+    except BaseException:  # interrupted (Dagster run termination, Ctrl-C): nothing half-written may stay
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        connections.cancel_all()  # statements in flight on the server stop now; their transactions roll back
+        logger.warning(f"{spec.name}: interrupted; in-flight chunks rolled back, queued chunks not started")
+        raise
     finally:
+        pool.shutdown(wait=True)
         connections.close()
         job.source.close()
+
+
+_RESOURCE_ERRORS = (
+    MemoryError,
+    pa.ArrowMemoryError,
+    pa.ArrowCapacityError,
+    psycopg.errors.OutOfMemory,
+    psycopg.errors.ProgramLimitExceeded,
+)
+_MIN_BATCH_ROWS = 1024
+_BATCH_TIERS = 2
+
+
+def _is_resource_error(exc: BaseException) -> bool:
+    """Memory or size trouble that smaller batches can cure (anywhere in the cause chain)."""
+    while exc is not None:
+        if isinstance(exc, _RESOURCE_ERRORS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _smaller_batches(batch_size: int, tiers_taken: int) -> int | None:
+    """The next, eight times smaller, batch size; ``None`` once the tiers or the floor are used up."""
+    if tiers_taken >= _BATCH_TIERS or batch_size <= _MIN_BATCH_ROWS:
+        return None
+    return max(batch_size // 8, _MIN_BATCH_ROWS)
 
 
 def _note_failure(postgres: PostgresResource, spec: TableSpec, chunk: Chunk, message: str, run_id: str | None) -> None:
