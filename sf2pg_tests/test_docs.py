@@ -19,6 +19,9 @@ What happens to each simple command:
 - Anything else must match ALLOWLIST (a reason, plus the cheapest check that the tool exists),
   so a doc that gains a command nobody runs fails this test.
 
+```yaml blocks (deployment snippets) must parse, and those shaped like dagster.yaml must pass
+Dagster's own instance-config validation.
+
 Markers (HTML comments, invisible on GitHub) give a block its context:
 
 - ``<!-- doc-test: file PATH -->`` before a ```json block: the test writes the block to PATH;
@@ -63,7 +66,7 @@ CONNECTION_VARS = re.compile(r"^(SNOWFLAKE_\w+|PG\w+|DAGSTER_PG_\w+)$")
 class Allowed:
     prefix: tuple[str, ...]  # the command's first words
     reason: str
-    check: tuple[str, ...] | None = None  # run once; must exit 0 (proves the tool is installed)
+    check: tuple[str, ...] | None = None  # run once; must exit 0 (proves the tool works here)
 
 
 BIN = Path(sys.executable).parent
@@ -83,6 +86,14 @@ ALLOWLIST = [
         "the benchmark takes minutes (docs/PERFORMANCE.md); tests assert correctness only",
         ("python", "-m", "sf2pg.bench", "--help"),
     ),
+    Allowed(
+        ("dagster", "instance", "concurrency", "set"),
+        "changes a deployment's pool limit; test_ops/test_distributed.py sets pool limits on a real instance",
+        ("dagster", "instance", "concurrency", "set", "--help"),
+    ),
+    Allowed(("docker",), "needs a Docker daemon, which CI does not have"),
+    Allowed(("kubectl",), "needs a Kubernetes cluster"),
+    Allowed(("helm",), "needs a Kubernetes cluster"),
 ]
 
 # sf2pg commands run with --help only
@@ -457,6 +468,26 @@ def test_the_collector_reads_console_bash_markers_and_exit_comments(tmp_path: Pa
     assert not shown_lines_missing(verify.output, "✗ a b c\n")
     assert shown_lines_missing(verify.output, "✗ a b\n") == ["✗ a … c"]
     assert not shown_lines_missing(["┃ table ┃"], "")  # table rows are not compared
+
+
+def test_yaml_in_the_docs_parses_and_dagster_instance_settings_validate(tmp_path: Path, monkeypatch):
+    """Deployment snippets cannot run here, but they can be parsed, and dagster.yaml ones validated."""
+    import yaml
+    from dagster._core.instance.config import dagster_instance_config
+
+    for name in ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB"):
+        monkeypatch.setenv(name, "5432" if name.endswith("PORT") else "x")
+    checked = 0
+    for path in DOC_FILES:
+        text = path.read_text(encoding="utf-8")
+        for lang, body in re.findall(r"^```(ya?ml)\n(.*?)^```", text, flags=re.M | re.S):
+            data = yaml.safe_load(body)
+            assert isinstance(data, dict), f"{path.name}: a {lang} block is not a mapping"
+            if {"storage", "run_launcher", "run_coordinator"} & set(data):
+                (tmp_path / "dagster.yaml").write_text(body)
+                dagster_instance_config(str(tmp_path))  # raises on an unknown or misspelt setting
+                checked += 1
+    assert checked >= 1, "no dagster.yaml snippet found in docs/DEPLOYMENT.md"
 
 
 def test_allowlisted_tools_exist():
