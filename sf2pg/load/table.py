@@ -239,7 +239,7 @@ def _load_chunks(
         stream = conform(job.source.open(chunk, loaded), target, batch_size, spec.nul_bytes, _where(spec, chunk))
         for batch in stream:
             if stop.is_set():
-                raise ChunkInterrupted("the run was interrupted; the chunk rolled back")
+                raise ChunkInterrupted("stopped between batches")
             yield batch
 
     def run(chunk: Chunk) -> ChunkResult:
@@ -247,7 +247,7 @@ def _load_chunks(
         while True:
             try:
                 if stop.is_set():
-                    raise ChunkInterrupted("the run was interrupted before the chunk started")
+                    raise ChunkInterrupted("stopped before the chunk started")
                 return load_chunk(
                     connections.get(),
                     target,
@@ -267,7 +267,9 @@ def _load_chunks(
                     notes.append(note)
                     continue
                 message = f"{_side_of(exc)} failed: {exc}".strip()
-                if _is_resource_error(exc):
+                if stop.is_set():
+                    message = f"interrupted: the run was stopped and the chunk rolled back ({exc})"
+                elif _is_resource_error(exc):
                     message = (
                         f"{_side_of(exc)} ran out of memory or size: {type(exc).__name__}: {exc} (batches of "
                         f"{batch_size} rows, after {len(notes)} smaller tier(s); lower rows_per_chunk or batch_size)"
