@@ -88,7 +88,7 @@ ALLOWLIST = [
     ),
     Allowed(
         ("dagster", "instance", "concurrency", "set"),
-        "changes a deployment's pool limit; test_ops/test_distributed.py sets pool limits on a real instance",
+        "changes a live deployment's pool limit; the daemon tests run with the pool limits of dagster.yaml",
         ("dagster", "instance", "concurrency", "set", "--help"),
     ),
     Allowed(("docker",), "needs a Docker daemon, which CI does not have"),
