@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, cast
 
+import sqlglot
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from sqlglot import exp
 
 from sf2pg.identifiers import pg_name_for
 
@@ -566,16 +568,32 @@ def _table_problems(table: TableConfig, path: str, invalid: set[str]) -> list[Co
 
 
 def _filter_problems(text: str, path: str) -> list[ConfigProblem]:
-    """A filter is pasted into a WHERE clause, so it must be exactly one expression."""
+    """A filter is pasted into a WHERE clause, so it must parse as exactly one boolean expression."""
     if not text.strip():
         return [ConfigProblem(path, "is empty", 'remove the key, or write a condition such as "ID > 0"')]
-    for marker in (";", "--", "/*"):
-        if marker in text:
-            return [
-                ConfigProblem(
-                    path,
-                    f"must be a single boolean expression; `{marker}` is not allowed",
-                    'write only the condition, e.g. "ID > 1000000", with no statement separators or comments',
-                )
-            ]
+    example = 'write only the condition, e.g. "ID > 1000000", with no statement separators or comments'
+    try:
+        tokens = sqlglot.tokenize(text, read="snowflake")
+        parsed = [node for node in sqlglot.parse(text, read="snowflake") if node is not None]
+    except sqlglot.errors.SqlglotError as exc:
+        reason = str(exc).splitlines()[0][:120]
+        return [ConfigProblem(path, f"is not a valid SQL expression ({reason})", example)]
+    if any(token.comments for token in tokens):
+        return [ConfigProblem(path, "must be a single boolean expression; comments are not allowed", example)]
+    if len(parsed) != 1 or ";" in (t.text for t in tokens):
+        return [ConfigProblem(path, "must be a single boolean expression; `;` is not allowed", example)]
+    [node] = parsed
+    if node.find(*_STATEMENTS):
+        return [
+            ConfigProblem(
+                path, f"must be a condition, not a statement ({node.find(*_STATEMENTS).key.upper()})", example
+            )
+        ]
+    while isinstance(node, exp.Paren):
+        node = node.this
+    if not isinstance(node, exp.Predicate | exp.Connector | exp.Not | exp.Boolean | exp.Func):
+        return [ConfigProblem(path, f"must be a boolean condition, but {text.strip()!r} is not one", example)]
     return []
+
+
+_STATEMENTS = (exp.DDL, exp.DML, exp.Drop, exp.Command, exp.Alter, exp.Use, exp.Set, exp.Transaction)

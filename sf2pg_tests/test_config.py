@@ -271,16 +271,42 @@ def test_source_names_must_work_as_asset_keys():
     assert found.startswith('sources[0].source_name: "my source" must start with a letter')
 
 
-@pytest.mark.parametrize("bad", ["x > 1; DELETE FROM t", "x > 1 -- sneaky", "x /* y */ > 1", "  "])
-def test_source_filter_with_semicolon_is_rejected(bad: str):
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "x > 1; DELETE FROM t",
+        "x > 1 -- sneaky",
+        "x /* y */ > 1",
+        "  ",
+        "1=1) OR (1=1",
+        "ID",
+        "ID + 1",
+        "'yes'",
+        "DELETE FROM t",
+        "x > 1;",
+    ],
+)
+def test_a_source_filter_that_is_not_one_boolean_expression_is_rejected(bad: str):
     [found] = problems(with_table(source_filter=bad, truncate_onstart=False))
     assert found.startswith("sources[0].tables[0].source_filter:")
     assert "(hint: " in found
 
 
-def test_a_plain_source_filter_is_kept():
-    [spec] = parse_config(with_table(source_filter="ID > 1000000", truncate_onstart=False)).tables()
-    assert spec.source_filter == "ID > 1000000"
+@pytest.mark.parametrize(
+    "good",
+    [
+        "ID > 1000000",
+        "NOTES LIKE '%--%' OR NOTES = 'a;b'",
+        '"Visit Id" BETWEEN 1 AND 5 AND NOT IS_TEST',
+        "(REGION IN ('EU', 'US'))",
+        "STARTSWITH(NAME, 'A')",
+        "ID IN (SELECT ID FROM KEEP)",
+        "DELETED_AT IS NULL",
+    ],
+)
+def test_a_boolean_source_filter_is_kept_as_written(good: str):
+    [spec] = parse_config(with_table(source_filter=good, truncate_onstart=False)).tables()
+    assert spec.source_filter == good
 
 
 def test_truncate_with_a_filter_is_refused():
