@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import psycopg
 
-from sf2pg.config import AppConfig
+from sf2pg.config import AppConfig, TableSpec
 from sf2pg.extract import UnknownColumnError, describe_table, find_column
-from sf2pg.load.target import TargetSchemaError, plan_columns
+from sf2pg.load.target import TargetSchemaError, plan_columns, prepare_target
 from sf2pg.resources import PostgresResource, snowflake_resource
+from sf2pg.typemap import SourceColumn
 
 
 def check_connections(config: AppConfig) -> list[str]:
@@ -35,6 +36,7 @@ def check_connections(config: AppConfig) -> list[str]:
                         f"{spec.sf_database}.{spec.sf_schema}.{spec.sf_table} does not exist or is not visible"
                     )
                     continue
+                known = len(problems)
                 named = [("chunking", c, "chunking_columns") for c in filter(None, [spec.chunking_column])]
                 named += [("uniqueness", c, "uniqueness_columns") for c in spec.uniqueness_columns]
                 named += [("watermark", c, "source_watermark") for c in filter(None, [spec.source_watermark])]
@@ -45,8 +47,20 @@ def check_connections(config: AppConfig) -> list[str]:
                         problems.append(str(exc))
                 try:
                     plan_columns(columns, where)
+                    if len(problems) == known:  # the target check would only repeat a missing column
+                        _check_target(postgres, spec, columns, where)
                 except TargetSchemaError as exc:
                     problems.append(str(exc))
+                except psycopg.OperationalError:
+                    pass  # already reported as unreachable
     except Exception as exc:  # the connector's errors carry no secrets; name the side
         problems.append(f"Snowflake is not reachable: {type(exc).__name__}: {exc}")
     return problems
+
+
+def _check_target(postgres: PostgresResource, spec: TableSpec, columns: list[SourceColumn], where: str) -> None:
+    """Prepare the target exactly as a run would, inside a transaction that is always rolled back."""
+    with postgres.get_connection(spec.pg_database) as conn, conn.transaction(force_rollback=True):
+        prepare_target(
+            conn, spec.pg_schema, spec.pg_table, columns, spec.uniqueness_columns, spec.chunking_column, where
+        )

@@ -110,3 +110,17 @@ def test_migrate_exits_nonzero_when_a_table_fails(world: World, tmp_path: Path, 
     code, out = run_cli(capsys, "--config", write_config(tmp_path, raw), "migrate")
     assert code != 0
     assert "DOES_NOT_EXIST" in out and "sources[0].tables[0]" in out
+
+
+def test_validate_connect_finds_a_target_column_that_cannot_hold_the_source_and_changes_nothing(
+    world: World, tmp_path: Path, capsys
+):
+    seed_all_types(world, 50)
+    world.pg_query("CREATE SCHEMA tgt")
+    world.pg_query("CREATE TABLE tgt.all_types (id bigint, v integer)")
+    code, out = run_cli(capsys, "--config", write_config(tmp_path, all_types_config(world)), "validate", "--connect")
+    assert code == 1
+    assert "sources[0].tables[0]" in out and "'V'" in out and "cannot hold" in out
+    # a dry run: no index, table or ledger was created by the check
+    assert world.pg_query("SELECT count(*) FROM pg_indexes WHERE schemaname = 'tgt'") == [(0,)]
+    assert world.pg_query("SELECT to_regclass('migration_status.chunk_state') IS NULL") == [(True,)]
