@@ -156,9 +156,20 @@ def time_load_path(
     spec = spec_for(database, threads, batch_size, rows_per_chunk)
     source = InMemorySource(data) if data is not None else GeneratedSource()
     job = TableLoad(spec, id_chunks(rows, rows_per_chunk), SOURCE_COLUMNS, source, full_load=True)
+    cpu0 = process_cpu()
     t0 = time.perf_counter()
     load_table(job, PostgresResource())
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    LAST_CPU["load_path"] = process_cpu() - cpu0
+    return seconds
+
+
+LAST_CPU: dict[str, float] = {}  # client CPU seconds (all threads) of the last load path run
+
+
+def process_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def write_copy_file(database: str, data: pa.Table, folder: Path) -> Path:
@@ -193,7 +204,11 @@ def time_server_copy(database: str, path: Path) -> float:
         conn.execute("CHECKPOINT")  # every contender starts without the previous one's dirty pages
         t0 = time.perf_counter()
         conn.execute(f"COPY bench.limit_events FROM '{path}' (FORMAT binary)")
-        return time.perf_counter() - t0
+        seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        conn.execute("ANALYZE bench.limit_events")  # what sf2pg's full load does after its COPYs
+        LAST_CPU["analyze_s"] = time.perf_counter() - t0
+        return seconds
 
 
 def time_pandas_csv(database: str, data: pa.Table) -> float:
@@ -320,12 +335,17 @@ def main(argv: list[str] | None = None) -> None:
             + (" (defaults)" if threads == 4 and batch == 50_000 else "")
             for threads, batch in settings
         ]
-        rounds: dict[str, list[float]] = {limit_label: [], **{label: [] for label in labels}}
+        analyze_label = "reference: limit + ANALYZE"
+        rounds: dict[str, list[float]] = {limit_label: [], analyze_label: [], **{label: [] for label in labels}}
+        cpu: dict[str, list[float]] = {label: [] for label in labels}
         for _ in range(args.rounds):
             rounds[limit_label].append(time_server_copy("bench", copy_file))
+            rounds[analyze_label].append(rounds[limit_label][-1] + LAST_CPU["analyze_s"])
             for label, (threads, batch) in zip(labels, settings, strict=True):
                 rounds[label].append(time_load_path("bench", rows, threads, batch, max(rows // 8, 1000), data))
+                cpu[label].append(LAST_CPU["load_path"])
         results["rounds"] = rounds
+        results["client_cpu_s"] = cpu
         measured = {label: (rows, min(times)) for label, times in rounds.items()}
         limit = measured[limit_label][1]
         measured["legacy: pandas to_csv + COPY csv"] = (rows, time_pandas_csv("bench", data))
@@ -336,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         del data
         table = Table(title=f"sf2pg bench: {rows:,} rows, best of {args.rounds} interleaved round(s)")
-        for column in ("contender", "rows", "seconds", "rows/s", "ratio to limit"):
+        for column in ("contender", "rows", "seconds", "rows/s", "ratio to limit", "client CPU s"):
             table.add_column(column, justify="left" if column == "contender" else "right")
         limit_rate = rows / limit
         for label, (n, seconds) in measured.items():
@@ -347,8 +367,25 @@ def main(argv: list[str] | None = None) -> None:
                 "rows_per_s": n / seconds,
                 "ratio_to_limit": ratio,
             }
-            table.add_row(label, f"{n:,}", f"{seconds:.2f}", f"{n / seconds:,.0f}", f"{ratio:.2f}x")
+            # median client CPU (all threads) over the rounds: steadier than wall time on a shared machine
+            client = sorted(cpu[label])[len(cpu[label]) // 2] if label in cpu else None
+            if client is not None:
+                results["contenders"][label]["client_cpu_s"] = client
+            table.add_row(
+                label,
+                f"{n:,}",
+                f"{seconds:.2f}",
+                f"{n / seconds:,.0f}",
+                f"{ratio:.2f}x",
+                "" if client is None else f"{client:.2f}",
+            )
         console.print(table)
+        best = min(labels, key=lambda label: measured[label][1])
+        with_analyze = measured[analyze_label][1] / measured[best][1]
+        results["best_load_path"] = {"label": best, "ratio_to_limit_plus_analyze": with_analyze}
+        console.print(
+            f"best load path ({best}) vs the limit plus the ANALYZE sf2pg's full load also runs: {with_analyze:.2f}x"
+        )
 
         emulator = start_emulator(None, log_path=folder / "emulator.log")
         os.environ.update(emulator.env())
