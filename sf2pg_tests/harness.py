@@ -211,3 +211,14 @@ def running_daemon(work: Path) -> Iterator[Callable[[], str]]:
                 daemon.wait(30)
             except subprocess.TimeoutExpired:
                 daemon.kill()
+            stop_process_group(daemon.pid)
+
+
+def stop_process_group(pgid: int) -> None:
+    """SIGKILL what is left of a process group we started (``start_new_session``): the code server a
+    ``dagster-daemon`` spawned outlives the daemon's SIGTERM and would otherwise linger."""
+    import signal
+    from contextlib import suppress
+
+    with suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
