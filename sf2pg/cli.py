@@ -25,7 +25,12 @@ err_console = Console(stderr=True)
 
 
 def _load(args: argparse.Namespace) -> AppConfig:
-    return load_config(config_path(args.config))
+    return load_config(args.config)  # resolves flag, then $SF2PG_CONFIG, then the default, and says which
+
+
+# Dagster's console log of in-process runs stays silent: the CLI prints progress, one line per failed
+# table and notes of its own, instead of Dagster's events with their tracebacks.
+LOG_LEVEL = "CRITICAL"
 
 
 def _quiet_dagster() -> None:
@@ -137,8 +142,21 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     instance = dagster_instance()
     t0 = time.monotonic()
     with _LoadProgress() as display:
-        outcomes = migrate(config, specs, instance, args.confirm_truncate, on_plan=display.on_plan, log_level="WARNING")
+        outcomes = migrate(config, specs, instance, args.confirm_truncate, on_plan=display.on_plan, log_level=LOG_LEVEL)
     print_migration_summary(outcomes, time.monotonic() - t0)
+    for o in outcomes:
+        if o.success and o.spec.truncate_onstart and not o.metadata.get("truncated"):
+            console.print(
+                f"note: {o.spec.name}: truncate_onstart is set, but truncation needs --confirm-truncate and a load "
+                "of every partition; the chunks were merged instead",
+                highlight=False,
+            )
+        if o.metadata.get("fallbacks"):
+            console.print(
+                f"note: {o.spec.name}: {o.metadata['fallbacks']} chunk(s) needed a fallback "
+                "(see the fallback column of migration_status.chunk_state)",
+                highlight=False,
+            )
     failed = [o for o in outcomes if not o.success]
     for outcome in failed:
         err_console.print(f"✗ {outcome.spec.name}: {outcome.error}", highlight=False, markup=False, soft_wrap=True)
@@ -167,7 +185,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     _quiet_dagster()
     config = _load(args)
-    outcomes = sync(select_tables(config, args.source, args.table), dagster_instance(), log_level="WARNING")
+    outcomes = sync(select_tables(config, args.source, args.table), dagster_instance(), log_level=LOG_LEVEL)
     table = Table(title="sf2pg sync: one incremental pass")
     for column in ("table", "window", "rows", "inserted", "updated", "deleted", "status"):
         table.add_column(column, justify="right" if column in ("rows", "inserted", "updated", "deleted") else "left")

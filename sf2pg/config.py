@@ -172,6 +172,13 @@ class AppConfig(_Strict):
         hint = f"did you mean `{close[0]}`?" if close else f"known sources: {', '.join(names)}"
         raise ConfigError(self._origin, [ConfigProblem("sources", f"no source named {_echo(name)}", hint)])
 
+    def unknown_table(self, names: list[str], source: str | None, known: list[str]) -> ConfigError:
+        """The error for ``--table`` names that match no enabled table, with a did-you-mean."""
+        close = [m for n in names for m in difflib.get_close_matches(n, known, n=1)]
+        hint = f"did you mean `{close[0]}`?" if close else "tables are named by target, Snowflake name or source.target"
+        where = f"source {source!r}" if source else "any source"
+        return ConfigError(self._origin, [ConfigProblem("tables", f"no enabled table named {names} in {where}", hint)])
+
 
 # ---- resolved tables: what the rest of sf2pg uses ----------------------------------------------
 

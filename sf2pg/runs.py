@@ -7,6 +7,7 @@ backfill load identically.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -45,7 +46,7 @@ def failure_message(result: object) -> str:
         error = error.cause or error.context  # "Exceeded max_retries": say what kept failing
         if not error.cls_name.startswith(("Dagster", "RetryRequested")):
             message = f"{message}: {error.message.strip()}"
-    return message
+    return re.sub(r"^(\w+\.)+\w+: ", "", message)  # "dagster._core...Failure: why" -> "why"
 
 
 def dagster_instance() -> DagsterInstance:
@@ -62,7 +63,7 @@ def select_tables(config: AppConfig, source: str | None, tables: list[str] | Non
         wanted = set(tables)
         unknown = wanted - {s.pg_table for s in specs} - {s.sf_table for s in specs} - {s.name for s in specs}
         if unknown:
-            raise ValueError(f"no enabled table named {sorted(unknown)} in {source or 'any source'}")
+            raise config.unknown_table(sorted(unknown), source, [n for s in specs for n in (s.pg_table, s.sf_table)])
         specs = [s for s in specs if {s.pg_table, s.sf_table, s.name} & wanted]
     return specs
 
@@ -187,7 +188,7 @@ def sync(specs: list[TableSpec], instance: DagsterInstance, log_level: str = "IN
                 window = next_window(sf, pg, spec, source_columns(sf, spec))
             if window.high is None:
                 note = "not loaded yet: run sf2pg migrate first" if window.low is None else "up to date"
-                outcome = SyncOutcome(spec, note=note)
+                outcome = SyncOutcome(spec, note=note, success=window.low is not None)
                 if window.low is not None:
                     _detect_deletes(spec, instance, outcome)
                 outcomes.append(outcome)

@@ -101,8 +101,6 @@ def _where(spec: TableSpec, chunk: Chunk | None = None) -> str:
 def _side_of(exc: BaseException) -> str:
     if isinstance(exc, psycopg.Error):
         return "PostgreSQL (target)"
-    if isinstance(exc, BadDataError):
-        return "bad source data"
     module = type(exc).__module__
     return "Snowflake (source)" if module.startswith("snowflake") else "sf2pg"
 
@@ -189,6 +187,11 @@ def load_table(
                 _truncate(control, target, job.run_id)
                 summary.truncated = True
                 logger.info(f"{spec.name}: truncated before a full load (truncate_onstart, confirmed)")
+            elif spec.truncate_onstart:
+                logger.warning(
+                    f"{spec.name}: truncate_onstart is set but this run did not confirm it (--confirm-truncate, "
+                    "or run config confirm_truncate): merging chunk by chunk instead of truncating"
+                )
             dropped = indexes.drop_secondary_indexes(control, spec.pg_schema, spec.pg_table, job.run_id)
             if dropped:
                 logger.info(f"{spec.name}: dropped {len(dropped)} secondary index(es) for the load: {dropped}")
@@ -267,7 +270,9 @@ def _load_chunks(
                     notes.append(note)
                     continue
                 message = f"{_side_of(exc)} failed: {exc}".strip()
-                if stop.is_set():
+                if isinstance(exc, BadDataError):
+                    message = f"bad source data: {exc}"
+                elif stop.is_set():
                     message = f"interrupted: the run was stopped and the chunk rolled back ({exc})"
                 elif _is_resource_error(exc):
                     message = (
