@@ -47,6 +47,8 @@ def test_a_chunk_out_of_memory_is_retried_with_smaller_batches_and_the_ledger_sa
     outcome = run(world, raw)[0]
     assert outcome.success, outcome.error
     assert outcome.metadata["fallbacks"] >= 1
+    md = outcome.metadata  # the table summary: every partition loaded, none failed or missing
+    assert (md["table_chunks_loaded"], md["table_chunks_failed"], md["table_chunks_missing"]) == (md["chunks"], 0, 0)
     assert_exact(world)
     assert max(seen) > 2000 and 1250 in seen  # first tier failed, the eight times smaller one loaded
     notes = world.pg_query("SELECT fallback FROM migration_status.chunk_state WHERE fallback IS NOT NULL")
