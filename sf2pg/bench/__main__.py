@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = 100_000 if quick else args.rows
     sizes = {
         "to_sql_rows": min(rows, 20_000 if quick else 100_000),
-        "small_chunks": 200 if quick else 1_000,
+        "small_chunks": 100 if quick else 1_000,
         "skewed_rows": 500_000 if quick else 5_000_000,
         "sync_rows": 100_000 if quick else 1_000_000,
         "sync_changed": 1_000 if quick else 10_000,
