@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -135,12 +136,46 @@ def _pg_case(target_col: str | None, kind_tz: bool, chunks: Sequence[Chunk]) -> 
         if c.is_null:
             parts.append(sql.SQL("WHEN {} IS NULL THEN {}").format(col, sql.Literal(c.key)))
         else:
-            lower, upper = c.lower, c.upper
-            if kind_tz:
-                lower, upper = lower.replace(tzinfo=dt.UTC), upper.replace(tzinfo=dt.UTC)  # type: ignore[union-attr]
+            lower, upper = _pg_bounds(c, kind_tz)
             parts.append(sql.SQL("WHEN {} >= %s AND {} < %s THEN {}").format(col, col, sql.Literal(c.key)))
             params += [lower, upper]
     return sql.SQL("CASE {} END").format(sql.SQL(" ").join(parts)), params
+
+
+def _pg_bound(value: Any, kind_tz: bool) -> Any:
+    return value.replace(tzinfo=dt.UTC) if kind_tz else value
+
+
+def _pg_bounds(chunk: Chunk, kind_tz: bool) -> tuple[Any, Any]:
+    return _pg_bound(chunk.lower, kind_tz), _pg_bound(chunk.upper, kind_tz)
+
+
+def _pg_buckets(
+    target_col: str, kind_tz: bool, chunks: Sequence[Chunk]
+) -> tuple[sql.Composable, list, dict[int | None, str]] | None:
+    """A ``width_bucket`` over the chunks' sorted bounds: a binary search per row instead of a CASE that
+    tries every chunk in turn. Only for disjoint ranges (each row then belongs to one chunk whichever way
+    it is found); ``None`` otherwise. Returns the expression, its parameters and bucket -> chunk key."""
+    ranges = sorted((c for c in chunks if c.is_range), key=lambda c: c.lower)  # type: ignore[arg-type,return-value]
+    if not ranges or any(not (c.lower < c.upper) for c in ranges):  # type: ignore[operator]
+        return None
+    if any(b.lower < a.upper for a, b in itertools.pairwise(ranges)):  # type: ignore[operator]
+        return None
+    bounds: list = []
+    for c in ranges:
+        if not bounds or bounds[-1] != c.lower:
+            bounds.append(c.lower)
+        bounds.append(c.upper)
+    # bucket i (1-based) holds bounds[i-1] <= value < bounds[i]; 0 and len(bounds) are outside every chunk
+    keys: dict[int | None, str] = {bounds.index(c.lower) + 1: c.key for c in ranges}
+    for c in chunks:
+        if c.is_null:
+            keys[None] = c.key  # width_bucket(NULL) is NULL
+    params = [_pg_bound(b, kind_tz) for b in bounds]
+    expr = sql.SQL("width_bucket({}, ARRAY[{}])").format(
+        sql.Identifier(target_col), sql.SQL(", ").join(sql.SQL("%s") for _ in bounds)
+    )
+    return expr, params, keys
 
 
 def fingerprint_chunks(
@@ -215,12 +250,20 @@ def _target_fingerprints(
     measures: list[_Measure],
     target_name: Any,
 ) -> dict[str, list]:
-    case, params = _pg_case(chunk_target, tz, chunks)
     aggregates = sql.SQL(", ").join(m.pg(target_name(m.source_column) if m.source_column else None) for m in measures)
+    buckets = _pg_buckets(chunk_target, tz, chunks) if chunk_target else None
+    if buckets is None:
+        case, params = _pg_case(chunk_target, tz, chunks)
+        keys = None
+    else:
+        case, params, keys = buckets
     query = sql.SQL("SELECT {} AS chunk_key, {} FROM {} GROUP BY 1").format(
         case, aggregates, sql.Identifier(spec.pg_schema, spec.pg_table)
     )
-    return {r[0]: list(r[1:]) for r in pg_conn.execute(query, params).fetchall() if r[0] is not None}
+    rows = pg_conn.execute(query, params).fetchall()
+    if keys is not None:  # bucket numbers -> chunk keys; rows outside every chunk drop out, as with the CASE
+        rows = [(keys.get(r[0]), *r[1:]) for r in rows]
+    return {r[0]: list(r[1:]) for r in rows if r[0] is not None}
 
 
 def count_rows(sf_conn: Any, pg_conn: psycopg.Connection, spec: TableSpec) -> tuple[int, int]:
