@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dagster import AssetsDefinition, DagsterInstance, materialize
+from dagster import AssetsDefinition, DagsterEventType, DagsterInstance, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from sf2pg.assets import build_table_asset
@@ -47,6 +47,14 @@ def failure_message(result: object) -> str:
         if not error.cls_name.startswith(("Dagster", "RetryRequested")):
             message = f"{message}: {error.message.strip()}"
     return re.sub(r"^(\w+\.)+\w+: ", "", message)  # "dagster._core...Failure: why" -> "why"
+
+
+def run_metadata(result: object) -> dict:
+    """The IO manager's totals for the run (each partition's materialization carries its own numbers)."""
+    for event in result.all_events:  # type: ignore[attr-defined]
+        if event.event_type == DagsterEventType.HANDLED_OUTPUT:
+            return {k: v.value for k, v in event.event_specific_data.metadata.items()}
+    return {}
 
 
 def dagster_instance() -> DagsterInstance:
@@ -118,9 +126,11 @@ def migrate(
         if not result.success:
             outcome.error = failure_message(result)
         else:
-            for event in result.get_asset_materialization_events():
-                outcome.metadata = {k: v.value for k, v in event.materialization.metadata.items()}
-            outcome.checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+            outcome.metadata = run_metadata(result)
+            for evaluation in result.get_asset_check_evaluations():  # chunk checks: one per partition
+                outcome.checks[evaluation.check_name] = outcome.checks.get(evaluation.check_name, True) and (
+                    evaluation.passed
+                )
         outcomes.append(outcome)
         if on_table_done:
             on_table_done(outcome)
@@ -207,8 +217,7 @@ def sync(specs: list[TableSpec], instance: DagsterInstance, log_level: str = "IN
             )
             outcome = SyncOutcome(spec, key, success=result.success)
             if result.success:
-                for event in result.get_asset_materialization_events():
-                    outcome.metadata = {k: v.value for k, v in event.materialization.metadata.items()}
+                outcome.metadata = run_metadata(result)
             else:
                 outcome.note = failure_message(result)
             if outcome.success:

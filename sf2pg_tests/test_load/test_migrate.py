@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from dagster import DagsterInstance
+from dagster import AssetKey, DagsterInstance
 
 from sf2pg.config import parse_config
 from sf2pg.partitions import partitions_name
@@ -169,3 +169,15 @@ def test_partitions_are_registered_in_key_order_and_replanning_adds_at_the_edge(
     assert after[: len(first)] == first  # nothing dropped or re-cut
     assert len(after) == len(first) + 1 and after[-1].startswith("id_")
     assert_exact(world)
+
+
+def test_each_partition_carries_its_own_numbers_and_the_run_its_totals(world: World):
+    seed_all_types(world, 1200)
+    instance = DagsterInstance.ephemeral()
+    outcome = run(world, all_types_config(world, "id"), instance)[0]
+    assert outcome.success, outcome.error
+    records = instance.fetch_materializations(AssetKey(["src", "all_types"]), limit=1000).records
+    rows = {r.partition_key: r.asset_materialization.metadata["rows"].value for r in records}
+    assert len(rows) == outcome.metadata["chunks"] > 1
+    assert sum(rows.values()) == outcome.metadata["rows"] == 1201  # the UI plots chunk by chunk
+    assert all(r.asset_materialization.metadata["mode"].value == "copy: 1" for r in records)
