@@ -4,13 +4,18 @@ The chunk check is partitioned like its asset, so a failure points at exact part
 failed check's partitions to reload just those chunks.
 """
 
+from collections.abc import Iterator
+
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
+    AssetCheckSpec,
     MetadataValue,
     asset_check,
+    multi_asset_check,
 )
 from dagster_snowflake import SnowflakeResource
 
@@ -18,30 +23,31 @@ from sf2pg.assets import asset_key, pool_name
 from sf2pg.chunks import parse_chunk_key
 from sf2pg.config import TableSpec
 from sf2pg.partitions import partitions_def, source_columns
-from sf2pg.reconcile import count_rows, fingerprint_chunks
+from sf2pg.reconcile import ChunkVerdict, count_rows, fingerprint_chunks
 from sf2pg.resources import PostgresResource
 
+CHUNK_CHECK = "chunk_fingerprint"
 
-def chunk_check_result(verdicts: list) -> AssetCheckResult:
-    failed = [v for v in verdicts if not v.passed]
-    metadata = {
-        "chunks_checked": len(verdicts),
-        "chunks_failed": len(failed),
-        "source_rows": sum(v.source_rows for v in verdicts),
-        "target_rows": sum(v.target_rows for v in verdicts),
-    }
-    if failed:
-        metadata["failed_chunks"] = MetadataValue.md(
-            "\n".join(f"- `{v.key}`: {'; '.join(v.mismatches[:4])}" for v in failed[:50])
-        )
-    description = (
-        "every chunk matches its source"
-        if not failed
-        else f"{len(failed)} chunk(s) differ from the source: {', '.join(v.key for v in failed[:10])}"
-        " — re-materialize these partitions"
-    )
-    return AssetCheckResult(
-        passed=not failed, severity=AssetCheckSeverity.ERROR, metadata=metadata, description=description
+
+def chunk_evaluation(key, verdict: ChunkVerdict, blocking: bool) -> AssetCheckEvaluation:
+    """The check's result for one partition: Dagster shows it on that partition, pass or fail."""
+    metadata = {"source_rows": verdict.source_rows, "target_rows": verdict.target_rows}
+    if not verdict.passed:
+        metadata["mismatches"] = MetadataValue.md("\n".join(f"- {m}" for m in verdict.mismatches[:20]))
+    return AssetCheckEvaluation(
+        asset_key=key,
+        check_name=CHUNK_CHECK,
+        passed=verdict.passed,
+        partition=verdict.key,
+        metadata=metadata,
+        severity=AssetCheckSeverity.ERROR,
+        blocking=blocking,
+        description=(
+            "the chunk matches its source"
+            if verdict.passed
+            else f"chunk {verdict.key} differs from the source: {'; '.join(verdict.mismatches[:4])}"
+            " — re-materialize this partition"
+        ),
     )
 
 
@@ -60,25 +66,35 @@ def build_table_checks(spec: TableSpec, blocking: bool = True) -> list[AssetChec
         return AssetCheckResult(
             passed=source == target,
             metadata={"source_rows": source, "target_rows": target, "difference": target - source},
-            description=None if source == target else f"target has {target - source:+,} rows vs source",
+            description=None
+            if source == target
+            else f"target has {abs(target - source):,} {'more' if target > source else 'fewer'} rows than the source "
+            f"({target:,} vs {source:,})",
         )
 
-    @asset_check(
-        asset=key,
-        name="chunk_fingerprint",
-        description="Per chunk: row count, chunk-column and key min/max/sum, non-NULL counts, on both sides.",
-        partitions_def=partitions_def(spec),
-        blocking=blocking,
+    @multi_asset_check(
+        specs=[
+            AssetCheckSpec(
+                CHUNK_CHECK,
+                asset=key,
+                description="Per chunk: row count, chunk-column and key min/max/sum, non-NULL counts, on both sides.",
+                partitions_def=partitions_def(spec),
+                blocking=blocking,
+            )
+        ],
+        can_subset=True,  # one evaluation per partition of the run's range, instead of one for the whole range
+        name=f"{key.to_python_identifier()}_{CHUNK_CHECK}",
         pool=pool_name(spec),
     )
     def chunk_fingerprint(
         context: AssetCheckExecutionContext, snowflake: SnowflakeResource, postgres: PostgresResource
-    ) -> AssetCheckResult:
+    ) -> Iterator[AssetCheckEvaluation]:
         # incremental windows overlap chunks; the row_count check covers them
         chunks = [parse_chunk_key(spec.chunking_type, k) for k in context.partition_keys]
         chunks = [c for c in chunks if not c.is_incremental]
         with snowflake.get_connection() as sf, postgres.get_connection(spec.pg_database) as pg:
             verdicts, _ = fingerprint_chunks(sf, pg, spec, source_columns(sf, spec), chunks)
-        return chunk_check_result(verdicts)
+        for verdict in verdicts:
+            yield chunk_evaluation(key, verdict, blocking)
 
     return [row_count, chunk_fingerprint]

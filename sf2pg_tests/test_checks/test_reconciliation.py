@@ -88,10 +88,13 @@ def test_the_partitioned_check_names_the_failing_chunk_in_dagster(world: World):
         tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
         raise_on_error=False,
     )
+    chunk_evaluations = [e for e in result.get_asset_check_evaluations() if e.check_name == "chunk_fingerprint"]
+    assert sorted(e.partition for e in chunk_evaluations) == sorted(keys)  # one result per partition
+    [failed] = [e for e in chunk_evaluations if not e.passed]
+    assert failed.partition == victim and victim in failed.description
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert not evaluations["chunk_fingerprint"].passed
-    assert victim in evaluations["chunk_fingerprint"].description
     assert not evaluations["row_count"].passed
+    assert evaluations["row_count"].description == "target has 1 fewer rows than the source (900 vs 901)"
     assert evaluations["row_count"].metadata["difference"].value == -1
 
 
