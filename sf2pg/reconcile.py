@@ -13,6 +13,7 @@ import datetime as dt
 import decimal
 import itertools
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,21 +209,32 @@ def fingerprint_chunks(
     # measures on columns the target lacks cannot be compared; they are reported as skipped elsewhere
     usable = [m for m in measures if m.source_column is None or target_name(m.source_column)]
     verdicts, queries = [], 0
-    for start in range(0, len(chunks), CHUNKS_PER_QUERY):
-        batch = chunks[start : start + CHUNKS_PER_QUERY]
-        sf_rows = _source_fingerprints(sf_conn, spec, chunk_col, batch, usable)
-        queries += 1
-        pg_rows = _target_fingerprints(pg_conn, spec, chunk_target, tz, batch, usable, target_name)
-        for chunk in batch:
-            src = sf_rows.get(chunk.key, [0] + [None] * (len(usable) - 1))
-            tgt = pg_rows.get(chunk.key, [0] + [None] * (len(usable) - 1))
-            mismatches = [
-                f"{m.label}: source {s!r}, target {t!r}"
-                for m, s, t in zip(usable, src, tgt, strict=True)
-                if _comparable(s) != _comparable(t) and not (m.kind == "count" and (s or 0) == (t or 0))
-            ]
-            verdicts.append(ChunkVerdict(chunk.key, int(src[0] or 0), int(tgt[0] or 0), mismatches))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sf2pg-fingerprint") as pool:
+        for start in range(0, len(chunks), CHUNKS_PER_QUERY):
+            batch = chunks[start : start + CHUNKS_PER_QUERY]
+            # both sides at once: the source's aggregate runs while the target computes its own
+            source = pool.submit(_source_fingerprints, sf_conn, spec, chunk_col, batch, usable)
+            pg_rows = _target_fingerprints(pg_conn, spec, chunk_target, tz, batch, usable, target_name)
+            sf_rows = source.result()
+            queries += 1
+            verdicts += _compare(batch, usable, sf_rows, pg_rows)
     return verdicts, queries
+
+
+def _compare(
+    batch: Sequence[Chunk], usable: list[_Measure], sf_rows: dict[str, list], pg_rows: dict[str, list]
+) -> list[ChunkVerdict]:
+    verdicts = []
+    for chunk in batch:
+        src = sf_rows.get(chunk.key, [0] + [None] * (len(usable) - 1))
+        tgt = pg_rows.get(chunk.key, [0] + [None] * (len(usable) - 1))
+        mismatches = [
+            f"{m.label}: source {s!r}, target {t!r}"
+            for m, s, t in zip(usable, src, tgt, strict=True)
+            if _comparable(s) != _comparable(t) and not (m.kind == "count" and (s or 0) == (t or 0))
+        ]
+        verdicts.append(ChunkVerdict(chunk.key, int(src[0] or 0), int(tgt[0] or 0), mismatches))
+    return verdicts
 
 
 def _source_fingerprints(
