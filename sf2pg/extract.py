@@ -177,7 +177,12 @@ class ChunkSource(Protocol):
 
 
 class SnowflakeChunkSource:
-    """Chunks streamed from Snowflake, one connection per loader thread, prefetched a few batches ahead."""
+    """Chunks streamed from Snowflake, prefetched a few batches ahead, each stream on a session of its own.
+
+    Sessions are pooled: a stream takes an idle one (or opens one) and gives it back when it ends, so a
+    loader may open its next chunk's stream while its current one is still being read, and never shares
+    a session between two running queries. A session that failed is closed, not given back.
+    """
 
     def __init__(
         self,
@@ -195,10 +200,10 @@ class SnowflakeChunkSource:
         self._where = (database, schema, table)
         self._chunk_column = chunk_column
         self._filter = source_filter
-        self._local = threading.local()
-        self._stack = ExitStack()
         self._lock = threading.Lock()
-        self._broken: set[int] = set()
+        self._idle: list[tuple[Any, ExitStack]] = []
+        self._busy: list[ExitStack] = []
+        self._closed = False
 
     def query_text(self, chunk: Chunk, columns: list[SourceColumn]) -> str:
         return chunk_query(
@@ -206,22 +211,50 @@ class SnowflakeChunkSource:
         )
 
     def open(self, chunk: Chunk, columns: list[SourceColumn]) -> Iterator[pa.Table]:
-        # The session is chosen here, in the loader's thread; the prefetch thread only reads from it.
-        return prefetched(self._stream(self._session(), self.query_text(chunk, columns)))
+        # The query starts now, in the background: the prefetch thread takes a session and reads ahead.
+        return prefetched(self._stream(self.query_text(chunk, columns)))
 
-    def _session(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or id(conn) in self._broken:
-            with self._lock:
-                conn = self._local.conn = self._stack.enter_context(self._snowflake.get_connection())
-        return conn
+    def _acquire(self) -> tuple[Any, ExitStack]:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the chunk source is closed")
+            if self._idle:
+                conn, stack = self._idle.pop()
+                self._busy.append(stack)
+                return conn, stack
+        stack = ExitStack()  # log in outside the lock: other streams need not wait for it
+        try:
+            conn = stack.enter_context(self._snowflake.get_connection())
+        except BaseException:
+            stack.close()
+            raise
+        with self._lock:
+            self._busy.append(stack)
+        return conn, stack
 
-    def _stream(self, conn: Any, query: str) -> Iterator[pa.Table]:
+    def _release(self, conn: Any, stack: ExitStack, healthy: bool) -> None:
+        with self._lock:
+            self._busy.remove(stack)
+            if healthy and not self._closed:
+                self._idle.append((conn, stack))
+                return
+        stack.close()
+
+    def _stream(self, query: str) -> Iterator[pa.Table]:
+        conn, stack = self._acquire()
+        healthy = False
         try:
             yield from stream_query(conn, query)
-        except Exception:
-            self._broken.add(id(conn))  # a failed session is replaced for the thread's next chunk
+            healthy = True
+        except GeneratorExit:  # the reader stopped early; the cursor closed, the session is fine
+            healthy = True
             raise
+        finally:
+            self._release(conn, stack, healthy)  # a failed session is replaced for the next chunk
 
     def close(self) -> None:
-        self._stack.close()
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for _, stack in idle:
+            stack.close()

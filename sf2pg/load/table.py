@@ -239,13 +239,25 @@ def _load_chunks(
     stop = threading.Event()  # set when the run is interrupted: in-flight chunks roll back, queued ones never start
 
     def batches(chunk: Chunk, batch_size: int) -> Iterator[pa.RecordBatch]:
-        stream = conform(job.source.open(chunk, loaded), target, batch_size, spec.nul_bytes, _where(spec, chunk))
-        for batch in stream:
-            if stop.is_set():
-                raise ChunkInterrupted("stopped between batches")
-            yield batch
+        source = ahead.take(chunk)  # opened ahead while an earlier chunk loaded, or opened now
+        try:
+            stream = conform(source, target, batch_size, spec.nul_bytes, _where(spec, chunk))
+            for n, batch in enumerate(stream):
+                if stop.is_set():
+                    raise ChunkInterrupted("stopped between batches")
+                if n == 0:  # this chunk's rows are flowing: start the next chunk's query meanwhile
+                    ahead.open_next()
+                yield batch
+        finally:
+            _close(source)
 
     def run(chunk: Chunk) -> ChunkResult:
+        try:
+            return attempt(chunk)
+        finally:
+            ahead.discard(chunk)
+
+    def attempt(chunk: Chunk) -> ChunkResult:
         batch_size, notes = spec.batch_size, []
         while True:
             try:
@@ -283,6 +295,7 @@ def _load_chunks(
                 raise ChunkLoadError(message, permanent=isinstance(exc, InputError)) from exc
 
     workers = max(1, min(spec.parallel_threads, len(job.chunks)))
+    ahead = _ReadAhead(job.source, job.chunks, loaded, READ_AHEAD * workers)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sf2pg-chunk")
     try:
         futures = {pool.submit(run, chunk): chunk for chunk in job.chunks}
@@ -310,9 +323,68 @@ def _load_chunks(
         raise
     finally:
         pool.shutdown(wait=True)
+        ahead.close()
         connections.close()
         job.source.close()
 
+
+def _close(stream: object) -> None:
+    close = getattr(stream, "close", None)
+    if close:
+        close()
+
+
+class _ReadAhead:
+    """Opens the next chunk's source stream while earlier chunks load, so its query overlaps their COPY.
+
+    Each chunk whose rows have started flowing opens at most the next one, and at most ``limit`` opened
+    streams wait unread at a time, so memory holds the loading chunks' prefetched batches plus those of
+    ``limit`` waiting streams. Chunks are opened ahead in ``chunks`` order (the pool's submission order).
+    """
+
+    def __init__(self, source: ChunkSource, chunks: list[Chunk], columns: list[SourceColumn], limit: int) -> None:
+        self._source, self._columns, self.limit = source, columns, limit
+        self._order, self._next = chunks, 0
+        self._started: set[str] = set()
+        self._opened: dict[str, Iterator[pa.Table | pa.RecordBatch]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def take(self, chunk: Chunk) -> Iterator[pa.Table | pa.RecordBatch]:
+        """The chunk's stream opened ahead, else a fresh one (a retry always re-reads afresh)."""
+        with self._lock:
+            self._started.add(chunk.key)
+            stream = self._opened.pop(chunk.key, None)
+        return stream if stream is not None else self._source.open(chunk, self._columns)
+
+    def open_next(self) -> None:
+        with self._lock:
+            while self._next < len(self._order) and self._order[self._next].key in self._started:
+                self._next += 1
+            if self._closed or self._next >= len(self._order) or len(self._opened) >= self.limit:
+                return
+            chunk = self._order[self._next]
+            self._started.add(chunk.key)
+            # under the lock: open() only starts a background reader, it does not wait for rows
+            self._opened[chunk.key] = self._source.open(chunk, self._columns)
+
+    def discard(self, chunk: Chunk) -> None:
+        """Close the chunk's stream if it was opened ahead but never read (the chunk failed or stopped first)."""
+        with self._lock:
+            stream = self._opened.pop(chunk.key, None)
+        _close(stream)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            opened, self._opened = list(self._opened.values()), {}
+        for stream in opened:
+            _close(stream)
+
+
+# Chunk streams opened ahead per loader thread (see _ReadAhead): one keeps every loader's next chunk
+# query running during its COPY; memory then holds at most twice the loaders' streams.
+READ_AHEAD = 1
 
 _RESOURCE_ERRORS = (
     MemoryError,
