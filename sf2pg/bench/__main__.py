@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -247,16 +248,21 @@ def peak_rss_mb(rows: int) -> float:
 
 def end_to_end(rows: int, database: str, rounds: int) -> dict:
     """`sf2pg migrate` from the emulator vs reading the same rows from the emulator alone (best of rounds,
-    interleaved; each round migrates into a fresh target schema)."""
+    interleaved; each round migrates into a fresh target schema). Each round also migrates once with
+    the loaders' read-ahead off (``READ_AHEAD = 0``: each chunk's query starts only when a loader takes
+    it), side by side, to show what overlapping the next chunk's query with the current COPY buys."""
     from dagster import DagsterInstance
 
+    import sf2pg.load.table as load_table
     from sf2pg.bench.scenarios import bench_config, fresh_schema, seed
     from sf2pg.resources import snowflake_resource
     from sf2pg.runs import migrate, plan_tables
 
     with snowflake_resource(resolve=True).get_connection() as sf:
         seconds = seed(sf, "EVENTS", rows)
-    reads, migrates = [], []
+    read_ahead = load_table.READ_AHEAD
+    reads: list[float] = []
+    runs: dict[str, list[dict]] = {"migrate": [], "migrate_no_read_ahead": []}
     for n in range(rounds):
         with snowflake_resource(resolve=True).get_connection() as sf:
             cur = sf.cursor()
@@ -264,25 +270,75 @@ def end_to_end(rows: int, database: str, rounds: int) -> dict:
             cur.execute('SELECT ID, TS, AMOUNT, NOTE, SCORE, FLAG, UPDATED_AT FROM "BENCH_DB"."PUBLIC"."EVENTS"')
             read_rows = sum(t.num_rows for t in cur.fetch_arrow_batches())
             reads.append(time.perf_counter() - t0)
-        fresh_schema(database, f"e2e{n}")
-        config = bench_config(database, f"e2e{n}", "EVENTS", max(rows // 8, 1000))
-        t0 = time.perf_counter()
-        plan = plan_tables(config.tables(), None)[config.tables()[0].name]
-        planning = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        [outcome] = migrate(config, config.tables(), DagsterInstance.ephemeral(), log_level="WARNING")
-        migrates.append(time.perf_counter() - t0)
-        assert outcome.success, outcome.error
+        for label, ahead in (("migrate", read_ahead), ("migrate_no_read_ahead", 0)):
+            schema = f"e2e{n}" if label == "migrate" else f"e2e{n}_nra"
+            fresh_schema(database, schema)
+            config = bench_config(database, schema, "EVENTS", max(rows // 8, 1000))
+            load_table.READ_AHEAD = ahead
+            try:  # disposed here: a garbage-collected instance closes its SQLite storage from whatever thread
+                with DagsterInstance.ephemeral() as instance:
+                    runs[label].append(_timed_migrate(config, instance, migrate))
+            finally:
+                load_table.READ_AHEAD = read_ahead
+    config = bench_config(database, "e2e_plan", "EVENTS", max(rows // 8, 1000))
+    t0 = time.perf_counter()
+    plan = plan_tables(config.tables(), None)[config.tables()[0].name]
+    planning = time.perf_counter() - t0
+    best = {label: min(r, key=lambda b: b["total_s"]) for label, r in runs.items()}
     return {
         "rows": read_rows,
         "seed_s": seconds,
         "read_only_s": min(reads),
-        "migrate_s": min(migrates),
-        "ratio": min(migrates) / min(reads),
-        "rounds": {"read_only_s": reads, "migrate_s": migrates},
+        "migrate_s": best["migrate"]["total_s"],
+        "ratio": best["migrate"]["total_s"] / min(reads),
+        "no_read_ahead_s": best["migrate_no_read_ahead"]["total_s"],
+        "no_read_ahead_ratio": best["migrate_no_read_ahead"]["total_s"] / min(reads),
+        # medians too: on a shared machine the best round of each side may come from different moments
+        "median_ratio": statistics.median(r["total_s"] for r in runs["migrate"]) / statistics.median(reads),
+        "median_no_read_ahead_ratio": statistics.median(r["total_s"] for r in runs["migrate_no_read_ahead"])
+        / statistics.median(reads),
+        "breakdown": best["migrate"],  # the best round's parts
+        "breakdown_no_read_ahead": best["migrate_no_read_ahead"],
+        "rounds": {"read_only_s": reads, **{k: [r["total_s"] for r in v] for k, v in runs.items()}},
+        "round_breakdowns": runs,
         "planning_queries": plan.source_queries,
         "planning_s": planning,
         "chunks": len(plan.chunks),
+    }
+
+
+def _timed_migrate(config, instance, migrate) -> dict:
+    """One ``sf2pg.runs.migrate`` (the CLI's path), split into planning, the Dagster steps and the rest,
+    with the client's CPU seconds."""
+    marks: dict[str, float] = {}
+    cpu0 = process_cpu()
+    t0 = time.perf_counter()
+    [outcome] = migrate(
+        config,
+        config.tables(),
+        instance,
+        on_plan=lambda *_: marks.setdefault("planned", time.perf_counter()),
+        log_level="WARNING",
+    )
+    total = time.perf_counter() - t0
+    cpu = process_cpu() - cpu0
+    assert outcome.success, outcome.error
+    run = instance.get_runs(limit=1)[0]
+    steps = {s.step_key: s.end_time - s.start_time for s in instance.get_run_step_stats(run.run_id)}
+    asset = sum(v for k, v in steps.items() if not k.endswith(("row_count", "chunk_fingerprint")))
+    row_count = sum(v for k, v in steps.items() if k.endswith("row_count"))
+    fingerprint = sum(v for k, v in steps.items() if k.endswith("chunk_fingerprint"))
+    load = float(outcome.metadata.get("duration_s") or 0.0)
+    planning = marks["planned"] - t0
+    return {
+        "total_s": total,
+        "planning_s": planning,
+        "asset_step_s": asset,
+        "load_table_s": load,  # inside the asset step: target, chunks (source + COPY), indexes, ANALYZE
+        "row_count_check_s": row_count,
+        "chunk_fingerprint_check_s": fingerprint,
+        "rest_s": total - planning - asset - row_count - fingerprint,  # run start, step machinery, events
+        "client_cpu_s": cpu,
     }
 
 
@@ -292,7 +348,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes everywhere; skip the 5M memory run")
     parser.add_argument("--json", default=str(STATE / "results.json"))
     parser.add_argument("--rounds", type=int, help="interleaved rounds of the fast contenders (default 3, quick 1)")
+    parser.add_argument(
+        "--only",
+        choices=["load", "e2e", "scenarios", "memory"],
+        action="append",
+        help="run only these parts (repeatable): load path vs the limit, end to end, orchestration/planning/sync, "
+        "peak memory; default all",
+    )
     args = parser.parse_args(argv)
+    parts = set(args.only or ["load", "e2e", "scenarios", "memory"])
     quick = args.quick
     args.rounds = args.rounds or (1 if quick else 3)
     rows = 100_000 if quick else args.rows
@@ -324,113 +388,133 @@ def main(argv: list[str] | None = None) -> None:
     results: dict = {"machine": machine(), "rows": rows, "sizes": sizes, "contenders": {}}
     emulator = None
     try:
-        data = generate(rows)
-        copy_file = write_copy_file("bench", data, folder)
-        # The machine is shared, so each fast contender runs in every round, interleaved, and keeps its
-        # best time: a slow round (someone else's tests) then costs every contender alike or none.
-        limit_label = "limit: server-side COPY FROM file (binary)"
-        settings = ((4, 50_000), (1, 50_000), (2, 50_000), (2, 16_384), (8, 50_000))
-        labels = [
-            f"sf2pg load path, {threads} thread(s), batch {batch}"
-            + (" (defaults)" if threads == 4 and batch == 50_000 else "")
-            for threads, batch in settings
-        ]
-        analyze_label = "reference: limit + ANALYZE"
-        rounds: dict[str, list[float]] = {limit_label: [], analyze_label: [], **{label: [] for label in labels}}
-        cpu: dict[str, list[float]] = {label: [] for label in labels}
-        for _ in range(args.rounds):
-            rounds[limit_label].append(time_server_copy("bench", copy_file))
-            rounds[analyze_label].append(rounds[limit_label][-1] + LAST_CPU["analyze_s"])
-            for label, (threads, batch) in zip(labels, settings, strict=True):
-                rounds[label].append(time_load_path("bench", rows, threads, batch, max(rows // 8, 1000), data))
-                cpu[label].append(LAST_CPU["load_path"])
-        results["rounds"] = rounds
-        results["client_cpu_s"] = cpu
-        measured = {label: (rows, min(times)) for label, times in rounds.items()}
-        limit = measured[limit_label][1]
-        measured["legacy: pandas to_csv + COPY csv"] = (rows, time_pandas_csv("bench", data))
-        subset = sizes["to_sql_rows"]
-        measured[f"legacy: pandas DataFrame.to_sql ({subset:,}-row subset)"] = (
-            subset,
-            scenarios.time_to_sql(server.url("bench"), data.slice(0, subset), DDL),
-        )
-        del data
-        table = Table(title=f"sf2pg bench: {rows:,} rows, best of {args.rounds} interleaved round(s)")
-        for column in ("contender", "rows", "seconds", "rows/s", "ratio to limit", "client CPU s"):
-            table.add_column(column, justify="left" if column == "contender" else "right")
-        limit_rate = rows / limit
-        for label, (n, seconds) in measured.items():
-            ratio = (n / seconds) / limit_rate
-            results["contenders"][label] = {
-                "rows": n,
-                "seconds": seconds,
-                "rows_per_s": n / seconds,
-                "ratio_to_limit": ratio,
-            }
-            # median client CPU (all threads) over the rounds: steadier than wall time on a shared machine
-            client = sorted(cpu[label])[len(cpu[label]) // 2] if label in cpu else None
-            if client is not None:
-                results["contenders"][label]["client_cpu_s"] = client
-            table.add_row(
-                label,
-                f"{n:,}",
-                f"{seconds:.2f}",
-                f"{n / seconds:,.0f}",
-                f"{ratio:.2f}x",
-                "" if client is None else f"{client:.2f}",
+        if "load" in parts:
+            data = generate(rows)
+            copy_file = write_copy_file("bench", data, folder)
+            # The machine is shared, so each fast contender runs in every round, interleaved, and keeps its
+            # best time: a slow round (someone else's tests) then costs every contender alike or none.
+            limit_label = "limit: server-side COPY FROM file (binary)"
+            settings = ((4, 50_000), (1, 50_000), (2, 50_000), (2, 16_384), (8, 50_000))
+            labels = [
+                f"sf2pg load path, {threads} thread(s), batch {batch}"
+                + (" (defaults)" if threads == 4 and batch == 50_000 else "")
+                for threads, batch in settings
+            ]
+            analyze_label = "reference: limit + ANALYZE"
+            rounds: dict[str, list[float]] = {limit_label: [], analyze_label: [], **{label: [] for label in labels}}
+            cpu: dict[str, list[float]] = {label: [] for label in labels}
+            for _ in range(args.rounds):
+                rounds[limit_label].append(time_server_copy("bench", copy_file))
+                rounds[analyze_label].append(rounds[limit_label][-1] + LAST_CPU["analyze_s"])
+                for label, (threads, batch) in zip(labels, settings, strict=True):
+                    rounds[label].append(time_load_path("bench", rows, threads, batch, max(rows // 8, 1000), data))
+                    cpu[label].append(LAST_CPU["load_path"])
+            results["rounds"] = rounds
+            results["client_cpu_s"] = cpu
+            measured = {label: (rows, min(times)) for label, times in rounds.items()}
+            limit = measured[limit_label][1]
+            measured["legacy: pandas to_csv + COPY csv"] = (rows, time_pandas_csv("bench", data))
+            subset = sizes["to_sql_rows"]
+            measured[f"legacy: pandas DataFrame.to_sql ({subset:,}-row subset)"] = (
+                subset,
+                scenarios.time_to_sql(server.url("bench"), data.slice(0, subset), DDL),
             )
-        console.print(table)
-        best = min(labels, key=lambda label: measured[label][1])
-        with_analyze = measured[analyze_label][1] / measured[best][1]
-        results["best_load_path"] = {"label": best, "ratio_to_limit_plus_analyze": with_analyze}
-        console.print(
-            f"best load path ({best}) vs the limit plus the ANALYZE sf2pg's full load also runs: {with_analyze:.2f}x"
-        )
+            del data
+            table = Table(title=f"sf2pg bench: {rows:,} rows, best of {args.rounds} interleaved round(s)")
+            for column in ("contender", "rows", "seconds", "rows/s", "ratio to limit", "client CPU s"):
+                table.add_column(column, justify="left" if column == "contender" else "right")
+            limit_rate = rows / limit
+            for label, (n, seconds) in measured.items():
+                ratio = (n / seconds) / limit_rate
+                results["contenders"][label] = {
+                    "rows": n,
+                    "seconds": seconds,
+                    "rows_per_s": n / seconds,
+                    "ratio_to_limit": ratio,
+                }
+                # median client CPU (all threads) over the rounds: steadier than wall time on a shared machine
+                client = sorted(cpu[label])[len(cpu[label]) // 2] if label in cpu else None
+                if client is not None:
+                    results["contenders"][label]["client_cpu_s"] = client
+                table.add_row(
+                    label,
+                    f"{n:,}",
+                    f"{seconds:.2f}",
+                    f"{n / seconds:,.0f}",
+                    f"{ratio:.2f}x",
+                    "" if client is None else f"{client:.2f}",
+                )
+            console.print(table)
+            best = min(labels, key=lambda label: measured[label][1])
+            with_analyze = measured[analyze_label][1] / measured[best][1]
+            results["best_load_path"] = {"label": best, "ratio_to_limit_plus_analyze": with_analyze}
+            console.print(
+                f"best load path ({best}) vs the limit plus the ANALYZE sf2pg's full load also runs: {with_analyze:.2f}x"
+            )
 
-        emulator = start_emulator(None, log_path=folder / "emulator.log")
-        os.environ.update(emulator.env())
-        e2e = end_to_end(rows, "bench", args.rounds)
-        results["end_to_end"] = e2e
-        console.print(
-            f"end to end from the emulator (best of {args.rounds}): migrate {e2e['migrate_s']:.1f}s vs read-only {e2e['read_only_s']:.1f}s "
-            f"= {e2e['ratio']:.2f}x; planning {e2e['planning_queries']} query in {e2e['planning_s']:.2f}s "
-            f"for {e2e['chunks']} chunks (the emulator returns a whole result as one Arrow batch)"
-        )
-        orch = scenarios.orchestration("bench", sizes["small_chunks"] * 100, 100)
-        results["orchestration"] = orch
-        many, one = orch["many"], orch["one"]
-        console.print(
-            f"orchestration: single-run backfill of {many['chunks']:,} chunks ({many['rows']:,} rows, 1 thread) "
-            f"ran {many['run_s']:.1f}s after planning: chunk transactions {many['chunk_loads_s']:.1f}s, checks "
-            f"{many['check_steps_s']:.1f}s, the rest {many['beyond_data_s']:.1f}s = "
-            f"{orch['overhead_ms_per_chunk']:.1f} ms/chunk beyond the data work (target < 50). Everything but "
-            f"the Snowflake side ({many['source_s']:.1f}s) and the checks: {orch['sf2pg_ms_per_chunk']:.1f} ms/chunk. "
-            f"The same rows in {one['chunks']} chunk: {one['run_s']:.1f}s, so "
-            f"{orch['vs_one_chunk_ms_per_chunk']:.1f} ms per extra chunk, source queries and checks included"
-        )
-        skew = scenarios.skewed_planning(sizes["skewed_rows"], 250_000 if not quick else 25_000)
-        results["skewed_planning"] = skew
-        console.print(
-            f"planning a skewed {skew['rows']:,}-row table (densest day {skew['densest_day_rows']:,} rows): "
-            f"{skew['queries']} queries in {skew['seconds']:.2f}s, {skew['chunks']} chunks of "
-            f"{skew['smallest_chunk_rows']:,}..{skew['largest_chunk_rows']:,} rows (target {skew['rows_per_chunk']:,})"
-        )
-        inc = scenarios.incremental_sync("bench", sizes["sync_rows"], sizes["sync_changed"])
-        results["incremental_sync"] = inc
-        console.print(
-            f"incremental sync: {inc['changed']:,} changed rows into a {inc['rows']:,}-row table in "
-            f"{inc['sync_s']:.2f}s, of which {inc['source_s']:.2f}s inside the Snowflake connector "
-            f"({inc['source_queries']} statements): sf2pg's own time {inc['own_s']:.2f}s (target < 1 s); "
-            "Dagster steps: " + ", ".join(f"{k.split('.')[-1]} {v:.2f}s" for k, v in inc["steps_s"].items())
-        )
-        emulator.stop()
-        emulator = None
+        if parts & {"e2e", "scenarios"}:
+            emulator = start_emulator(None, log_path=folder / "emulator.log")
+            os.environ.update(emulator.env())
+        if "e2e" in parts:
+            e2e = end_to_end(rows, "bench", args.rounds)
+            results["end_to_end"] = e2e
+            console.print(
+                f"end to end from the emulator (best of {args.rounds}): migrate {e2e['migrate_s']:.1f}s vs read-only {e2e['read_only_s']:.1f}s "
+                f"= {e2e['ratio']:.2f}x; planning {e2e['planning_queries']} query in {e2e['planning_s']:.2f}s "
+                f"for {e2e['chunks']} chunks (the emulator returns a whole result as one Arrow batch)"
+            )
+            for key, label in (("breakdown", "with read-ahead"), ("breakdown_no_read_ahead", "read-ahead off")):
+                part = e2e[key]
+                console.print(
+                    f"  {label}: {part['total_s']:.2f}s = planning {part['planning_s']:.2f} + asset step "
+                    f"{part['asset_step_s']:.2f} (load_table {part['load_table_s']:.2f}) + row_count check "
+                    f"{part['row_count_check_s']:.2f} + chunk_fingerprint check {part['chunk_fingerprint_check_s']:.2f} "
+                    f"+ the rest {part['rest_s']:.2f}; client CPU {part['client_cpu_s']:.2f}s"
+                )
+            console.print(
+                f"  read-ahead off: {e2e['no_read_ahead_s']:.1f}s = {e2e['no_read_ahead_ratio']:.2f}x; medians over the "
+                f"rounds: {e2e['median_ratio']:.2f}x with read-ahead, {e2e['median_no_read_ahead_ratio']:.2f}x without"
+            )
+        if "scenarios" in parts:
+            orch = scenarios.orchestration("bench", sizes["small_chunks"] * 100, 100)
+            results["orchestration"] = orch
+            many, one = orch["many"], orch["one"]
+            console.print(
+                f"orchestration: single-run backfill of {many['chunks']:,} chunks ({many['rows']:,} rows, 1 thread) "
+                f"ran {many['run_s']:.1f}s after planning: chunk transactions {many['chunk_loads_s']:.1f}s, checks "
+                f"{many['check_steps_s']:.1f}s, the rest {many['beyond_data_s']:.1f}s = "
+                f"{orch['overhead_ms_per_chunk']:.1f} ms/chunk beyond the data work (target < 50). Everything but "
+                f"the Snowflake side ({many['source_s']:.1f}s) and the checks: {orch['sf2pg_ms_per_chunk']:.1f} ms/chunk. "
+                f"The same rows in {one['chunks']} chunk: {one['run_s']:.1f}s, so "
+                f"{orch['vs_one_chunk_ms_per_chunk']:.1f} ms per extra chunk, source queries and checks included"
+            )
+            skew = scenarios.skewed_planning(sizes["skewed_rows"], 250_000 if not quick else 25_000)
+            results["skewed_planning"] = skew
+            console.print(
+                f"planning a skewed {skew['rows']:,}-row table (densest day {skew['densest_day_rows']:,} rows): "
+                f"{skew['queries']} queries in {skew['seconds']:.2f}s, {skew['chunks']} chunks of "
+                f"{skew['smallest_chunk_rows']:,}..{skew['largest_chunk_rows']:,} rows (target {skew['rows_per_chunk']:,})"
+            )
+            inc = scenarios.incremental_sync("bench", sizes["sync_rows"], sizes["sync_changed"])
+            results["incremental_sync"] = inc
+            console.print(
+                f"incremental sync: {inc['changed']:,} changed rows into a {inc['rows']:,}-row table in "
+                f"{inc['sync_s']:.2f}s, of which {inc['source_s']:.2f}s inside the Snowflake connector "
+                f"({inc['source_queries']} statements): sf2pg's own time {inc['own_s']:.2f}s (target < 1 s); "
+                "Dagster steps: " + ", ".join(f"{k.split('.')[-1]} {v:.2f}s" for k, v in inc["steps_s"].items())
+            )
+        if emulator is not None:
+            emulator.stop()
+            emulator = None
 
-        memory = {n: peak_rss_mb(n) for n in ([rows] if quick else [1_000_000, 5_000_000])}
-        results["peak_rss_mb"] = memory
-        console.print("peak RSS of the load path: " + ", ".join(f"{n:,} rows {mb:.0f} MiB" for n, mb in memory.items()))
-        if len(memory) == 2:
-            console.print(f"5M/1M peak memory ratio: {memory[5_000_000] / memory[1_000_000]:.2f}x")
+        if "memory" in parts:
+            memory = {n: peak_rss_mb(n) for n in ([rows] if quick else [1_000_000, 5_000_000])}
+            results["peak_rss_mb"] = memory
+            console.print(
+                "peak RSS of the load path: " + ", ".join(f"{n:,} rows {mb:.0f} MiB" for n, mb in memory.items())
+            )
+            if len(memory) == 2:
+                console.print(f"5M/1M peak memory ratio: {memory[5_000_000] / memory[1_000_000]:.2f}x")
     finally:
         if emulator is not None:
             emulator.stop()
