@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -358,7 +359,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_warnings() -> None:
+    """Dagster's beta/preview notices (backfill policies, partitioned checks) and platformdirs' runtime-dir
+    notice say nothing a CLI user can act on; Dagster's own processes still show them."""
+    warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview)")
+    warnings.filterwarnings("ignore", message=r"XDG_RUNTIME_DIR is not set")
+
+
 def main(argv: list[str] | None = None) -> None:
+    _quiet_warnings()
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
