@@ -190,6 +190,34 @@ def dagster_deployment(world: World, work: Path, config: dict, monkeypatch: Any)
     yield work
 
 
+def submit_backfill(instance: Any, config: Any, asset_keys: list | None = None, run_config: dict | None = None) -> str:
+    """Ask for a backfill of every partition of ``asset_keys`` (default: every table), as the UI does;
+    a running daemon picks it up. Returns the backfill id."""
+    import time
+
+    from dagster._core.execution.backfill import PartitionBackfill
+    from dagster._core.utils import make_new_backfill_id
+
+    from sf2pg.build import build_definitions
+
+    graph = build_definitions(config).resolve_asset_graph()
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id=make_new_backfill_id(),
+        asset_graph=graph,
+        partition_names=None,
+        asset_selection=asset_keys if asset_keys is not None else list(graph.get_all_asset_keys()),
+        backfill_timestamp=time.time(),
+        tags={},
+        dynamic_partitions_store=instance,
+        all_partitions=True,
+        title=None,
+        description=None,
+        run_config=run_config,
+    )
+    instance.add_backfill(backfill)
+    return backfill.backfill_id
+
+
 @contextmanager
 def running_daemon(work: Path) -> Iterator[Callable[[], str]]:
     """A real ``dagster-daemon run`` on the repo's workspace; yields a function returning its log tail."""

@@ -7,23 +7,13 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus
-from dagster._core.execution.backfill import PartitionBackfill
-from dagster._core.utils import make_new_backfill_id
 
-from sf2pg.build import build_definitions
 from sf2pg.cli import main
 from sf2pg.config import parse_config
 from sf2pg.runs import plan_tables
-from sf2pg_tests.harness import World, dagster_deployment, running_daemon
+from sf2pg_tests.harness import World, dagster_deployment, running_daemon, submit_backfill
+from sf2pg_tests.test_faults.test_kills import CHUNK_CHANGES
 from sf2pg_tests.test_load.test_migrate import all_types_config, assert_exact, run, seed_all_types
-
-CHUNK_CHANGES = """
-SELECT c.chunk_key, count(*) FILTER (WHERE t.n_int = -1), count(*)
-FROM migration_status.chunk_state c
-JOIN tgt.all_types t ON t.id >= c.lower_bound::bigint AND t.id < c.upper_bound::bigint
-WHERE c.lower_bound IS NOT NULL
-GROUP BY 1
-"""
 
 
 def _wait(condition, seconds: float, what: str, log=lambda: "") -> None:
@@ -44,21 +34,7 @@ def test_a_run_terminated_from_dagster_keeps_whole_chunks_and_its_indexes(
     with dagster_deployment(world, tmp_path, raw, monkeypatch), DagsterInstance.get() as instance:
         config = parse_config(raw)
         plan_tables(config.tables(), instance)
-        graph = build_definitions(config).resolve_asset_graph()
-        backfill = PartitionBackfill.from_asset_partitions(
-            backfill_id=make_new_backfill_id(),
-            asset_graph=graph,
-            partition_names=None,
-            asset_selection=list(graph.get_all_asset_keys()),
-            backfill_timestamp=time.time(),
-            tags={},
-            dynamic_partitions_store=instance,
-            all_partitions=True,
-            title=None,
-            description=None,
-            run_config=None,
-        )
-        instance.add_backfill(backfill)
+        submit_backfill(instance, config)
         with running_daemon(tmp_path) as daemon_log:
             _wait(lambda: instance.get_runs(), 120, "the backfill's run", daemon_log)
             [dagster_run] = instance.get_runs()

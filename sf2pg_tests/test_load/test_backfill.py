@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus
-from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
-from dagster._core.utils import make_new_backfill_id
+from dagster._core.execution.backfill import BulkActionStatus
 
 from sf2pg.build import build_definitions
 from sf2pg.config import parse_config
 from sf2pg.devstack.seed import seed_demo
 from sf2pg.runs import plan_tables
-from sf2pg_tests.harness import World, dagster_deployment, running_daemon, source_rows, target_rows
+from sf2pg_tests.harness import World, dagster_deployment, running_daemon, source_rows, submit_backfill, target_rows
 
 REPO = Path(__file__).resolve().parents[2]
 JSON_COLUMNS = {"VAR", "OBJ", "ARR"}
@@ -31,25 +30,12 @@ def test_a_dagster_backfill_loads_every_demo_table_row_for_row(
         config = parse_config(raw)
         plans = plan_tables(config.tables(), instance)
         graph = build_definitions(config).resolve_asset_graph()
-        backfills = []
-        for spec in config.tables():
-            backfill = PartitionBackfill.from_asset_partitions(
-                backfill_id=make_new_backfill_id(),
-                asset_graph=graph,
-                partition_names=None,
-                asset_selection=[
-                    graph.get(key).key for key in graph.get_all_asset_keys() if key.path[-1] == spec.pg_table
-                ],
-                backfill_timestamp=time.time(),
-                tags={},
-                dynamic_partitions_store=instance,
-                all_partitions=True,
-                title=None,
-                description=None,
-                run_config=None,
+        backfills = [
+            submit_backfill(
+                instance, config, [graph.get(k).key for k in graph.get_all_asset_keys() if k.path[-1] == spec.pg_table]
             )
-            instance.add_backfill(backfill)
-            backfills.append(backfill.backfill_id)
+            for spec in config.tables()
+        ]
         with running_daemon(tmp_path) as daemon_log:
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:

@@ -20,15 +20,13 @@ import psycopg
 import pytest
 import yaml
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
-from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
-from dagster._core.utils import make_new_backfill_id
+from dagster._core.execution.backfill import BulkActionStatus
 
 from sf2pg.assets import asset_key, build_table_asset, pool_name
-from sf2pg.build import build_definitions
 from sf2pg.config import parse_config
 from sf2pg.load.ledger import ensure_ledger
 from sf2pg.runs import plan_tables
-from sf2pg_tests.harness import World, dagster_deployment, running_daemon, source_rows, target_rows
+from sf2pg_tests.harness import World, dagster_deployment, running_daemon, source_rows, submit_backfill, target_rows
 
 ROWS = 8000
 ROWS_PER_CHUNK = 1000  # -> 8 chunks
@@ -113,23 +111,11 @@ def test_a_multi_run_backfill_loads_chunks_in_parallel_run_processes_within_the_
             [plan] = plan_tables([spec], instance).values()
             chunk_count = len(plan.chunks)
             assert chunk_count > MAX_RUNS * PER_RUN, chunk_count  # more runs than the run limit
-            graph = build_definitions(config).resolve_asset_graph()
-            backfill = PartitionBackfill.from_asset_partitions(
-                backfill_id=make_new_backfill_id(),
-                asset_graph=graph,
-                partition_names=None,
-                asset_selection=[asset_key(spec)],
-                backfill_timestamp=time.time(),
-                tags={},
-                dynamic_partitions_store=instance,
-                all_partitions=True,
-                title=None,
-                description=None,
-                # Steps run inside the run's own process: the parallelism under test is across runs, and a
-                # process per step would add tens of seconds per run on two busy cores.
-                run_config={"execution": {"config": {"in_process": {}}}},
+            # Steps run inside the run's own process: the parallelism under test is across runs, and a
+            # process per step would add tens of seconds per run on two busy cores.
+            backfill_id = submit_backfill(
+                instance, config, [asset_key(spec)], {"execution": {"config": {"in_process": {}}}}
             )
-            instance.add_backfill(backfill)
             started = time.monotonic()
             with running_daemon(work) as daemon_log:
                 with ledger_held(world) as waiting:
@@ -141,12 +127,12 @@ def test_a_multi_run_backfill_loads_chunks_in_parallel_run_processes_within_the_
                         time.sleep(0.5)
                 status = BulkActionStatus.REQUESTED
                 while time.monotonic() < started + 240:
-                    status = instance.get_backfill(backfill.backfill_id).status
+                    status = instance.get_backfill(backfill_id).status
                     if status != BulkActionStatus.REQUESTED:
                         break
                     time.sleep(1)
                 assert status == BulkActionStatus.COMPLETED_SUCCESS, (status, daemon_log())
-            records = instance.get_run_records(RunsFilter(tags={"dagster/backfill": backfill.backfill_id}))
+            records = instance.get_run_records(RunsFilter(tags={"dagster/backfill": backfill_id}))
             assert all(r.dagster_run.status == DagsterRunStatus.SUCCESS for r in records)
             expected_runs = -(-chunk_count // PER_RUN)
             assert len(records) == expected_runs, [r.dagster_run.tags for r in records]
