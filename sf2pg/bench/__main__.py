@@ -31,7 +31,6 @@ from rich.console import Console
 from rich.table import Table
 
 from sf2pg.chunks import Chunk, chunk_key
-from sf2pg.config import parse_config
 from sf2pg.typemap import SourceColumn
 
 console = Console(width=120)
@@ -119,22 +118,13 @@ def id_chunks(rows: int, per_chunk: int) -> list[Chunk]:
 
 
 def spec_for(database: str, threads: int, batch_size: int, rows_per_chunk: int):
-    raw = {
-        "parallel_threads": threads,
-        "batch_size": batch_size,
-        "rows_per_chunk": rows_per_chunk,
-        "sources": [
-            {
-                "source_name": "bench",
-                "source_sf_database": "BENCH_DB",
-                "source_sf_schema": "PUBLIC",
-                "target_pg_database": database,
-                "target_pg_schema": "bench",
-                "tables": [{"source": "EVENTS", "chunking_columns": ["ID"], "chunking_column_types": ["id"]}],
-            }
-        ],
-    }
-    return parse_config(raw).tables()[0]
+    """The load path's table: no uniqueness columns, like the server-side COPY it is compared with."""
+    from sf2pg.bench.scenarios import bench_config
+
+    config = bench_config(
+        database, "bench", "EVENTS", rows_per_chunk, threads, batch_size=batch_size, uniqueness_columns=[]
+    )
+    return config.tables()[0]
 
 
 def reset(conn, table: str) -> None:

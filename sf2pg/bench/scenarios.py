@@ -27,13 +27,14 @@ def bench_config(
     rows_per_chunk: int,
     threads: int = 4,
     chunking: tuple[str, str] = ("ID", "id"),
+    batch_size: int = 50_000,
     **extra: Any,
 ) -> AppConfig:
-    """A one-table config against the emulator's ``BENCH_DB.PUBLIC``."""
+    """A one-table config against the emulator's ``BENCH_DB.PUBLIC``; ``extra`` keys override the table's."""
     return parse_config(
         {
             "parallel_threads": threads,
-            "batch_size": 50_000,
+            "batch_size": batch_size,
             "rows_per_chunk": rows_per_chunk,
             "sources": [
                 {
