@@ -281,16 +281,7 @@ def _load_chunks(
                     batch_size = smaller
                     notes.append(note)
                     continue
-                message = f"{_side_of(exc)} failed: {exc}".strip()
-                if isinstance(exc, BadDataError):
-                    message = f"bad source data: {exc}"
-                elif stop.is_set():
-                    message = f"interrupted: the run was stopped and the chunk rolled back ({exc})"
-                elif _is_resource_error(exc):
-                    message = (
-                        f"{_side_of(exc)} ran out of memory or size: {type(exc).__name__}: {exc} (batches of "
-                        f"{batch_size} rows, after {len(notes)} smaller tier(s); lower rows_per_chunk or batch_size)"
-                    )
+                message = _failure_message(exc, stop.is_set(), batch_size, len(notes))
                 _note_failure(postgres, spec, chunk, message, job.run_id)
                 raise ChunkLoadError(message, permanent=isinstance(exc, InputError)) from exc
 
@@ -326,6 +317,20 @@ def _load_chunks(
         ahead.close()
         connections.close()
         job.source.close()
+
+
+def _failure_message(exc: Exception, interrupted: bool, batch_size: int, tiers_taken: int) -> str:
+    """What failed, for the ledger and the run's error: which side, or why no side is to blame."""
+    if isinstance(exc, BadDataError):
+        return f"bad source data: {exc}"
+    if interrupted:
+        return f"interrupted: the run was stopped and the chunk rolled back ({exc})"
+    if _is_resource_error(exc):
+        return (
+            f"{_side_of(exc)} ran out of memory or size: {type(exc).__name__}: {exc} (batches of {batch_size} "
+            f"rows, after {tiers_taken} smaller tier(s); lower rows_per_chunk or batch_size)"
+        )
+    return f"{_side_of(exc)} failed: {exc}".strip()
 
 
 def _close(stream: object) -> None:
