@@ -13,6 +13,7 @@ from dagster import (
     AssetChecksDefinition,
     AssetCheckSeverity,
     AssetCheckSpec,
+    AssetKey,
     MetadataValue,
     asset_check,
     multi_asset_check,
@@ -29,7 +30,7 @@ from sf2pg.resources import PostgresResource
 CHUNK_CHECK = "chunk_fingerprint"
 
 
-def chunk_evaluation(key, verdict: ChunkVerdict, blocking: bool) -> AssetCheckEvaluation:
+def chunk_evaluation(key: AssetKey, verdict: ChunkVerdict, blocking: bool) -> AssetCheckEvaluation:
     """The check's result for one partition: Dagster shows it on that partition, pass or fail."""
     metadata = {"source_rows": verdict.source_rows, "target_rows": verdict.target_rows}
     if not verdict.passed:

@@ -404,9 +404,11 @@ _BATCH_TIERS = 2
 
 def _is_resource_error(exc: BaseException) -> bool:
     """Memory or size trouble that smaller batches can cure (anywhere in the cause chain)."""
-    while exc is not None:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:  # a context chain can loop back on itself
         if isinstance(exc, _RESOURCE_ERRORS):
             return True
+        seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return False
 
