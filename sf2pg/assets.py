@@ -115,6 +115,7 @@ def build_table_asset(spec: TableSpec) -> AssetsDefinition:
                 if spec.source_watermark
                 else None,
                 spec.watermark_lookback,
+                max_queries=spec.parallel_threads,
             ),
             full_load=bool(every) and set(keys) >= every,
             total_chunks=len(every) or None,

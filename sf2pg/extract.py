@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any, Protocol
 
@@ -120,50 +121,63 @@ def find_column(columns: list[SourceColumn], name: str, what: str, where: str) -
 _DONE = object()
 
 
-def prefetched(source: Iterator[Any], depth: int = 4) -> Iterator[Any]:
-    """Run ``source`` in a background thread, ``depth`` items ahead, so extracting overlaps loading.
+class Prefetched(Iterator[Any]):
+    """Runs ``source`` in a background thread, ``depth`` items ahead, so extracting overlaps loading.
 
-    Memory stays bounded by ``depth`` items. Closing the returned generator stops the producer.
+    The thread starts at construction, not at the first ``next()``: a stream opened ahead (see the
+    loader's read-ahead) runs its query while nobody reads it yet. Memory stays bounded by ``depth``
+    items. ``close()`` stops the producer, whether or not anything was read.
     """
-    items: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
 
-    def produce() -> None:
+    def __init__(self, produce: Callable[[threading.Event], Iterator[Any]], depth: int = 4) -> None:
+        """``produce(stop)`` makes the source in the background thread; it may watch ``stop`` while it waits."""
+        self._items: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._finished = False
+        self._thread = threading.Thread(target=self._produce, args=(produce,), name="sf2pg-extract", daemon=True)
+        self._thread.start()
+
+    def _produce(self, produce: Callable[[threading.Event], Iterator[Any]]) -> None:
+        source: Iterator[Any] = iter(())
         try:
+            source = produce(self._stop)
             for item in source:
-                while not stop.is_set():
+                while not self._stop.is_set():
                     try:
-                        items.put(item, timeout=0.2)
+                        self._items.put(item, timeout=0.2)
                         break
                     except queue.Full:
                         continue
-                if stop.is_set():
+                if self._stop.is_set():
                     break
-            items.put(_DONE)
+            self._items.put(_DONE)
         except BaseException as exc:  # handed to the consumer, re-raised there
-            items.put(exc)
+            self._items.put(exc)
         finally:
             close = getattr(source, "close", None)
             if close:
                 close()
 
-    thread = threading.Thread(target=produce, name="sf2pg-extract", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = items.get()
+    def __next__(self) -> Any:
+        if self._finished:
+            raise StopIteration
+        item = self._items.get()
+        if item is _DONE or isinstance(item, BaseException):
+            self.close()
             if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():
+                raise StopIteration
+            raise item
+        return item
+
+    def close(self) -> None:
+        """Stop the producer and wait for it (it closes its source, e.g. the cursor, on the way out)."""
+        self._finished = True
+        self._stop.set()
+        while self._thread.is_alive():
             try:
-                items.get_nowait()
+                self._items.get_nowait()
             except queue.Empty:
-                thread.join(0.05)
+                self._thread.join(0.05)
 
 
 class ChunkSource(Protocol):
@@ -182,6 +196,10 @@ class SnowflakeChunkSource:
     Sessions are pooled: a stream takes an idle one (or opens one) and gives it back when it ends, so a
     loader may open its next chunk's stream while its current one is still being read, and never shares
     a session between two running queries. A session that failed is closed, not given back.
+
+    With ``max_queries``, at most that many streams run a query or fetch its results at once; a stream
+    opened beyond that waits (without a session) until one of them has all its rows. A table's load
+    passes its ``parallel_threads``, so streams opened ahead never raise the warehouse's concurrency.
     """
 
     def __init__(
@@ -194,8 +212,10 @@ class SnowflakeChunkSource:
         source_filter: str | None,
         watermark: SourceColumn | None = None,
         lookback: int = 0,
+        max_queries: int | None = None,
     ) -> None:
         self._snowflake = snowflake  # anything with a get_connection() context manager
+        self._slots = threading.BoundedSemaphore(max_queries) if max_queries else None
         self._watermark, self._lookback = watermark, lookback
         self._where = (database, schema, table)
         self._chunk_column = chunk_column
@@ -210,9 +230,9 @@ class SnowflakeChunkSource:
             *self._where, columns, self._chunk_column, chunk, self._filter, self._watermark, self._lookback
         )
 
-    def open(self, chunk: Chunk, columns: list[SourceColumn]) -> Iterator[pa.Table]:
+    def open(self, chunk: Chunk, columns: list[SourceColumn]) -> Prefetched:
         # The query starts now, in the background: the prefetch thread takes a session and reads ahead.
-        return prefetched(self._stream(self.query_text(chunk, columns)))
+        return Prefetched(functools.partial(self._stream, self.query_text(chunk, columns)))
 
     def _acquire(self) -> tuple[Any, ExitStack]:
         with self._lock:
@@ -240,17 +260,37 @@ class SnowflakeChunkSource:
                 return
         stack.close()
 
-    def _stream(self, query: str) -> Iterator[pa.Table]:
-        conn, stack = self._acquire()
-        healthy = False
+    def _stream(self, query: str, stop: threading.Event) -> Iterator[pa.Table]:
+        if not self._take_slot(stop):
+            return  # the reader stopped before the query could start: nobody reads this stream
         try:
-            yield from stream_query(conn, query)
-            healthy = True
-        except GeneratorExit:  # the reader stopped early; the cursor closed, the session is fine
-            healthy = True
-            raise
+            conn, stack = self._acquire()
+            healthy = False
+            try:
+                yield from stream_query(conn, query)
+                healthy = True
+            except GeneratorExit:  # the reader stopped early; the cursor closed, the session is fine
+                healthy = True
+                raise
+            finally:
+                self._release(conn, stack, healthy)  # a failed session is replaced for the next chunk
         finally:
-            self._release(conn, stack, healthy)  # a failed session is replaced for the next chunk
+            if self._slots:
+                self._slots.release()
+
+    def _take_slot(self, stop: threading.Event) -> bool:
+        """Wait for a query slot; False if the reader stopped meanwhile (nobody will read the stream)."""
+        if self._slots is None:
+            return True
+        while not self._slots.acquire(timeout=0.1):
+            if stop.is_set():
+                return False
+            if self._closed:
+                raise RuntimeError("the chunk source is closed")
+        if stop.is_set():
+            self._slots.release()
+            return False
+        return True
 
     def close(self) -> None:
         with self._lock:

@@ -387,8 +387,9 @@ class _ReadAhead:
             _close(stream)
 
 
-# Chunk streams opened ahead per loader thread (see _ReadAhead): one keeps every loader's next chunk
-# query running during its COPY; memory then holds at most twice the loaders' streams.
+# Chunk streams opened ahead per loader thread (see _ReadAhead): one lets every loader's next chunk
+# query start as soon as a query slot frees up (the Snowflake source runs at most parallel_threads at
+# once), during the current chunk's COPY; memory then holds at most twice the loaders' streams.
 READ_AHEAD = 1
 
 _RESOURCE_ERRORS = (

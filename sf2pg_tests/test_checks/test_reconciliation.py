@@ -8,6 +8,7 @@ from dagster import AssetSelection, DagsterInstance, materialize
 from sf2pg.assets import asset_key, build_table_asset
 from sf2pg.build import build_resources
 from sf2pg.checks import build_table_checks
+from sf2pg.chunks import parse_chunk_key
 from sf2pg.config import parse_config
 from sf2pg.partitions import partitions_name
 from sf2pg.runs import verify
@@ -109,3 +110,26 @@ def test_fingerprints_of_a_thousand_chunks_take_a_handful_of_source_queries(worl
         verdicts, queries = fingerprint_chunks(sf, pg, spec, source_columns(sf, spec), chunks)
     assert queries <= 4
     assert len(verdicts) == 1000 and all(v.passed for v in verdicts)
+
+
+def test_fingerprints_by_index_range_and_by_grouped_scan_agree(world: World):
+    """The target side reads each chunk's index range when an index leads with the chunking column, and
+    groups one scan otherwise; both must give the same verdicts, tampered chunk included."""
+    from sf2pg.partitions import source_columns
+    from sf2pg.reconcile import fingerprint_chunks
+
+    _, spec, keys = loaded(world, chunking_columns=["ID"], chunking_column_types=["id"])
+    chunks = [parse_chunk_key("id", k) for k in keys]
+    world.pg_query(TAMPERING["altered"], (id_range(keys[1])[0] + 1,))
+
+    def verdicts() -> list[tuple[str, int, int, bool]]:
+        with world.stack.sf_connect() as sf, world.stack.pg(world.pg_database) as pg:
+            found, _ = fingerprint_chunks(sf, pg, spec, source_columns(sf, spec), chunks)
+        return [(v.key, v.source_rows, v.target_rows, v.passed) for v in found]
+
+    by_range = verdicts()
+    world.pg_query("ALTER TABLE tgt.all_types DROP CONSTRAINT all_types_pkey")
+    grouped = verdicts()
+    assert by_range == grouped
+    assert [key for key, *_, passed in by_range if not passed] == [keys[1]]
+    assert sum(rows for _, _, rows, _ in by_range) == world.pg_query("SELECT COUNT(*) FROM tgt.all_types")[0][0]
