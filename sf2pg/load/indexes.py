@@ -1,6 +1,7 @@
 """Secondary indexes off during a bulk load, rebuilt after from definitions kept in the ledger.
 
-Primary keys and unique indexes stay: merges need them, and they guard exactness.
+Unique indexes stay: merges need them, and they guard exactness. So does the primary key, except
+during a table's first load, when nothing can be merged yet (see ``keys.py``).
 """
 
 from __future__ import annotations
@@ -9,8 +10,11 @@ import psycopg
 from psycopg import sql
 
 
-def drop_secondary_indexes(conn: psycopg.Connection, schema: str, table: str, run_id: str | None) -> list[str]:
-    """Save then drop the table's non-unique indexes in one transaction; returns their names."""
+def drop_secondary_indexes(
+    conn: psycopg.Connection, schema: str, table: str, run_id: str | None, primary_key: bool = False
+) -> list[str]:
+    """Save then drop the table's non-unique indexes (and, with ``primary_key``, its primary key) in one
+    transaction; returns their names."""
     with conn.transaction():
         rows = conn.execute(
             """
@@ -25,22 +29,53 @@ def drop_secondary_indexes(conn: psycopg.Connection, schema: str, table: str, ru
             """,
             (schema, table),
         ).fetchall()
-        for name, definition in rows:
+        keys = conn.execute(_PRIMARY_KEY, (schema, table)).fetchall() if primary_key else []
+        for name, definition in keys + rows:
             conn.execute(
                 "INSERT INTO migration_status.saved_indexes (target_schema, target_table, index_name, definition, run_id) "
                 "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                 (schema, table, name, definition, run_id),
             )
+        for name, _ in keys:
+            conn.execute(
+                sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.Identifier(schema, table), sql.Identifier(name))
+            )
+        for name, _ in rows:
             conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(schema, name)))
-    return [name for name, _ in rows]
+    return [name for name, _ in keys + rows]
+
+
+# the primary key's name and the statement that adds it back (its NOT NULLs stay when it is dropped)
+_PRIMARY_KEY = """
+    SELECT c.conname, format('ALTER TABLE %%I.%%I ADD CONSTRAINT %%I %%s', n.nspname, t.relname, c.conname,
+                             pg_get_constraintdef(c.oid))
+    FROM pg_constraint c
+    JOIN pg_class t ON t.oid = c.conrelid
+    JOIN pg_namespace n ON n.oid = t.relnamespace
+    WHERE n.nspname = %s AND t.relname = %s AND c.contype = 'p'
+"""
+
+
+def saved_key(conn: psycopg.Connection, schema: str, table: str) -> bool:
+    """True while a primary key dropped for a first load waits to be rebuilt (the load may have died)."""
+    if not conn.execute("SELECT to_regclass('migration_status.saved_indexes')").fetchone()[0]:
+        return False
+    return conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM migration_status.saved_indexes WHERE target_schema = %s "
+        "AND target_table = %s AND definition LIKE 'ALTER TABLE %%')",
+        (schema, table),
+    ).fetchone()[0]
 
 
 def restore_indexes(conn: psycopg.Connection, schema: str | None = None, table: str | None = None) -> list[str]:
-    """Rebuild saved indexes (all, or one table's), each in its own transaction; returns their names."""
+    """Rebuild saved indexes (all, or one table's), each in its own transaction; returns their names.
+
+    A table's primary key comes back before its other indexes. Raises ``UniqueViolation`` if the rows
+    hold a key twice (``keys.rebuild`` deals with that); what was not rebuilt stays saved."""
     rows = conn.execute(
         "SELECT target_schema, target_table, index_name, definition FROM migration_status.saved_indexes "
         "WHERE (%s::text IS NULL OR target_schema = %s) AND (%s::text IS NULL OR target_table = %s) "
-        "ORDER BY saved_at, index_name",
+        "ORDER BY saved_at, definition NOT LIKE 'ALTER TABLE %%', index_name",
         (schema, schema, table, table),
     ).fetchall()
     rebuilt = []

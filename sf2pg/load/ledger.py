@@ -206,6 +206,18 @@ def record_failure(conn: psycopg.Connection, schema: str, table: str, key: str, 
         )
 
 
+def fail_emptied_chunk(
+    conn: psycopg.Connection, schema: str, table: str, key: str, error: str, run_id: str | None
+) -> None:
+    """Mark a chunk failed whose rows were just deleted (call in the transaction that deletes them)."""
+    conn.execute(
+        "UPDATE migration_status.chunk_state SET status = 'failed', error = %s, run_id = %s, rows_copied = 0, "
+        "rows_inserted = 0, rows_updated = 0, bytes_copied = 0, completed_at = now() "
+        "WHERE target_schema = %s AND target_table = %s AND chunk_key = %s",
+        (error[:2000], run_id, schema, table, key),
+    )
+
+
 def table_status(conn: psycopg.Connection) -> list[dict]:
     """Rows of ``migration_table_status`` (empty when the ledger does not exist yet)."""
     if not conn.execute("SELECT to_regclass('migration_status.migration_table_status')").fetchone()[0]:

@@ -24,7 +24,7 @@ from sf2pg.chunks import Chunk
 from sf2pg.config import TableSpec
 from sf2pg.errors import InputError
 from sf2pg.extract import ChunkSource
-from sf2pg.load import indexes, ledger
+from sf2pg.load import indexes, keys, ledger
 from sf2pg.load.chunk import ChunkResult, load_chunk
 from sf2pg.load.conform import BadDataError, conform
 from sf2pg.load.target import TargetSchemaError, TargetTable, prepare_target
@@ -181,6 +181,12 @@ def load_table(
             )
             if target.created:  # a new (or re-created) table holds nothing the ledger may remember
                 ledger.forget_chunks(control, spec.pg_schema, spec.pg_table)
+        if indexes.saved_key(control, spec.pg_schema, spec.pg_table):
+            # an earlier first load stopped before rebuilding the key: rebuild it before anything merges
+            rebuilt, emptied = keys.rebuild(control, target, spec.chunking_type, job.run_id)
+            logger.warning(f"{spec.name}: rebuilt {rebuilt} left dropped by an interrupted first load")
+            for key, why in emptied.items():
+                logger.warning(f"{spec.name} chunk {key}: {why}")
         dropped: list[str] = []
         if job.full_load:
             if spec.truncate_onstart and job.confirm_truncate:
@@ -192,16 +198,21 @@ def load_table(
                     f"{spec.name}: truncate_onstart is set but this run did not confirm it (--confirm-truncate, "
                     "or run config confirm_truncate): merging chunk by chunk instead of truncating"
                 )
-            dropped = indexes.drop_secondary_indexes(control, spec.pg_schema, spec.pg_table, job.run_id)
+            first_load = keys.can_defer(control, target) and not any(c.is_incremental for c in job.chunks)
+            dropped = indexes.drop_secondary_indexes(
+                control, spec.pg_schema, spec.pg_table, job.run_id, primary_key=first_load
+            )
             if dropped:
-                logger.info(f"{spec.name}: dropped {len(dropped)} secondary index(es) for the load: {dropped}")
+                logger.info(f"{spec.name}: dropped {len(dropped)} index(es) until the load ends: {dropped}")
         try:
             _load_chunks(job, postgres, target, loaded, summary, on_chunk, logger)
         finally:
             if dropped:
                 t_index = time.perf_counter()
-                summary.indexes_rebuilt = indexes.restore_indexes(control, spec.pg_schema, spec.pg_table)
+                summary.indexes_rebuilt, emptied = keys.rebuild(control, target, spec.chunking_type, job.run_id)
                 summary.index_seconds = time.perf_counter() - t_index
+                summary.failures.update(emptied)
+                summary.results = [r for r in summary.results if r.key not in emptied]
             if job.full_load and summary.results:
                 control.execute(sql.SQL("ANALYZE {}").format(target.ident))
         summary.table_chunks = ledger.chunk_counts(control, spec.pg_schema, spec.pg_table)

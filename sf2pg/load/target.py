@@ -16,6 +16,7 @@ from psycopg import sql
 from sf2pg.errors import InputError
 from sf2pg.extract import find_column
 from sf2pg.identifiers import pg_name_for
+from sf2pg.load.indexes import saved_key
 from sf2pg.typemap import (
     IncompatibleTypeError,
     SourceColumn,
@@ -187,8 +188,9 @@ def _reconcile(
     if missing_keys:
         raise TargetSchemaError(f"{where}: uniqueness columns {missing_keys} are missing in the target table")
     key_names = [loaded[k.name] for k in key_sources]
-    if key_names and not _unique_index_exists(conn, schema, table, key_names):
-        # ON CONFLICT needs a unique index on exactly the uniqueness columns.
+    if key_names and not _unique_index_exists(conn, schema, table, key_names) and not saved_key(conn, schema, table):
+        # ON CONFLICT needs a unique index on exactly the uniqueness columns (unless the loader is about to
+        # rebuild the primary key an interrupted first load dropped).
         conn.execute(
             sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})").format(
                 sql.Identifier(f"{table}_sf2pg_key"[:63]),
