@@ -272,6 +272,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_restore_indexes(args: argparse.Namespace) -> int:
+    import psycopg
+
     from sf2pg.load.indexes import restore_indexes
     from sf2pg.load.ledger import ensure_ledger
     from sf2pg.resources import PostgresResource
@@ -279,12 +281,22 @@ def cmd_restore_indexes(args: argparse.Namespace) -> int:
 
     config = _load(args)
     postgres = PostgresResource()
+    failed = 0
     for spec in select_tables(config, args.source, args.table):
         with postgres.get_connection(spec.pg_database) as conn:
             ensure_ledger(conn)
-            rebuilt = restore_indexes(conn, spec.pg_schema, spec.pg_table)
+            try:
+                rebuilt = restore_indexes(conn, spec.pg_schema, spec.pg_table)
+            except psycopg.errors.UniqueViolation as exc:  # only a first load's primary key can meet this
+                failed += 1
+                console.print(
+                    f"[red]{spec.name}: the primary key cannot be rebuilt: {exc.diag.message_detail or exc}[/red] "
+                    f"(the interrupted first load received a key twice). Run `sf2pg migrate -t {spec.pg_table}`: "
+                    "it empties and fails the chunks holding repeated keys, then rebuilds the key"
+                )
+                continue
         console.print(f"{spec.name}: rebuilt {len(rebuilt)} index(es) {rebuilt if rebuilt else ''}")
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -349,7 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-chunks", action="store_true", help="list passing chunks too")
     p = add("status", cmd_status, "Per-table progress from the migration_status ledger.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p = add("restore-indexes", cmd_restore_indexes, "Rebuild secondary indexes a crashed full load left dropped.")
+    p = add(
+        "restore-indexes",
+        cmd_restore_indexes,
+        "Rebuild the indexes (and a first load's primary key) a crashed full load left dropped.",
+    )
     tables_args(p)
     p = add("demo", cmd_demo, "Start embedded PostgreSQL + Snowflake emulator, seed demo data, migrate, summarise.")
     p.add_argument("--scale", type=float, default=1.0, help="demo data size factor (default 1.0 ≈ 210k rows)")

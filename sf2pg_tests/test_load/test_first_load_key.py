@@ -3,10 +3,15 @@ the chunks that hold it, and the table keeps whole chunks and its key."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from dagster import DagsterInstance
 
+from sf2pg.cli import main
 from sf2pg.load import indexes
 from sf2pg_tests.harness import World
+from sf2pg_tests.test_cli import write_config
 from sf2pg_tests.test_load.test_migrate import all_types_config, assert_exact, run, seed_all_types
 
 PRIMARY_KEY = "SELECT conname FROM pg_constraint WHERE conrelid = 'tgt.all_types'::regclass AND contype = 'p'"
@@ -60,16 +65,26 @@ def test_a_key_repeated_across_chunks_fails_just_those_chunks_then_merging_and_t
     assert_exact(world)
 
 
-def test_a_key_left_dropped_by_an_interrupted_first_load_is_rebuilt_before_the_next_load(world: World):
+def test_a_key_left_dropped_by_an_interrupted_first_load_is_rebuilt_before_the_next_load(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture
+):
     seed_all_types(world, 600)
     raw = all_types_config(world, "id", rows_per_chunk=200)
     instance = DagsterInstance.ephemeral()
     assert run(world, raw, instance)[0].success
-    with world.stack.pg(world.pg_database) as conn:  # what a first load killed mid-way leaves behind
+    with world.stack.pg(world.pg_database) as conn:  # what a first load killed mid-way leaves behind ...
         assert indexes.drop_secondary_indexes(conn, "tgt", "all_types", None, primary_key=True) == ["all_types_pkey"]
+    # ... with a key received twice (here: a copy of one row)
+    world.pg_query("INSERT INTO tgt.all_types SELECT * FROM tgt.all_types WHERE id = 250")
     assert world.pg_query(PRIMARY_KEY) == []
 
-    [rerun] = run(world, raw, instance)  # loaded chunks now merge: that needs the key back first
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", write_config(tmp_path, raw), "restore-indexes"])
+    assert exit_info.value.code == 1
+    out = " ".join(capsys.readouterr().out.split())
+    assert "the primary key cannot be rebuilt" in out and "(id)=(250)" in out and "sf2pg migrate -t all_types" in out
+
+    [rerun] = run(world, raw, instance)  # empties the chunk holding id 250 twice, builds the key, reloads
     assert rerun.success, rerun.error
     assert world.pg_query(PRIMARY_KEY) == [("all_types_pkey",)]
     assert world.pg_query(SAVED) == [(0,)]
