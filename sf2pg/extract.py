@@ -96,11 +96,15 @@ def chunk_query(
     return f"SELECT {select} FROM {sf_qualified(database, schema, table)} WHERE {where}"
 
 
-def stream_query(conn: Any, query: str) -> Iterator[pa.Table]:
-    """Arrow tables from ``fetch_arrow_batches``; the cursor closes when the stream ends or is closed."""
+def stream_query(conn: Any, query: str, executed: Callable[[], None] | None = None) -> Iterator[pa.Table]:
+    """Arrow tables from ``fetch_arrow_batches``; the cursor closes when the stream ends or is closed.
+
+    ``executed`` is called once the query has run, before its results are fetched."""
     cur = conn.cursor()
     try:
         cur.execute(query)
+        if executed:
+            executed()
         yield from cur.fetch_arrow_batches()
     finally:
         cur.close()
@@ -197,9 +201,11 @@ class SnowflakeChunkSource:
     loader may open its next chunk's stream while its current one is still being read, and never shares
     a session between two running queries. A session that failed is closed, not given back.
 
-    With ``max_queries``, at most that many streams run a query or fetch its results at once; a stream
-    opened beyond that waits (without a session) until one of them has all its rows. A table's load
-    passes its ``parallel_threads``, so streams opened ahead never raise the warehouse's concurrency.
+    With ``max_queries``, at most that many streams have a query running at once; a stream opened
+    beyond that waits (without a session) until one of those queries has run. Fetching the results
+    does not count: it needs no warehouse, and it waits on the reader, so counting it could leave a
+    chunk's retry waiting on a stream that waits on the same loader. A table's load passes its
+    ``parallel_threads``, so streams opened ahead never raise the warehouse's concurrency.
     """
 
     def __init__(
@@ -263,11 +269,18 @@ class SnowflakeChunkSource:
     def _stream(self, query: str, stop: threading.Event) -> Iterator[pa.Table]:
         if not self._take_slot(stop):
             return  # the reader stopped before the query could start: nobody reads this stream
+        holding = [self._slots is not None]
+
+        def free_slot() -> None:  # once the query has run (or failed)
+            if holding[0]:
+                holding[0] = False
+                self._slots.release()  # type: ignore[union-attr]
+
         try:
             conn, stack = self._acquire()
             healthy = False
             try:
-                yield from stream_query(conn, query)
+                yield from stream_query(conn, query, free_slot)
                 healthy = True
             except GeneratorExit:  # the reader stopped early; the cursor closed, the session is fine
                 healthy = True
@@ -275,8 +288,7 @@ class SnowflakeChunkSource:
             finally:
                 self._release(conn, stack, healthy)  # a failed session is replaced for the next chunk
         finally:
-            if self._slots:
-                self._slots.release()
+            free_slot()
 
     def _take_slot(self, stop: threading.Event) -> bool:
         """Wait for a query slot; False if the reader stopped meanwhile (nobody will read the stream)."""
