@@ -254,6 +254,7 @@ def end_to_end(rows: int, database: str, rounds: int) -> dict:
     reads: list[float] = []
     runs: dict[str, list[dict]] = {"migrate": [], "migrate_no_read_ahead": []}
     for n in range(rounds):
+        settle(database, [f"e2e{n - 1}", f"e2e{n - 1}_nra"] if n else [])
         with snowflake_resource(resolve=True).get_connection() as sf:
             cur = sf.cursor()
             t0 = time.perf_counter()
@@ -263,6 +264,7 @@ def end_to_end(rows: int, database: str, rounds: int) -> dict:
         for label, ahead in (("migrate", read_ahead), ("migrate_no_read_ahead", 0)):
             schema = f"e2e{n}" if label == "migrate" else f"e2e{n}_nra"
             fresh_schema(database, schema)
+            settle(database, [])
             config = bench_config(database, schema, "EVENTS", max(rows // 8, 1000))
             load_table.READ_AHEAD = ahead
             try:  # disposed here: a garbage-collected instance closes its SQLite storage from whatever thread
@@ -295,6 +297,21 @@ def end_to_end(rows: int, database: str, rounds: int) -> dict:
         "planning_s": planning,
         "chunks": len(plan.chunks),
     }
+
+
+def settle(database: str, drop_schemas: list[str]) -> None:
+    """Start a timed run on a quiet server: earlier rounds' tables dropped (autovacuum would otherwise
+    work through them during later rounds), dirty pages flushed, no autovacuum worker running."""
+    import psycopg
+
+    with psycopg.connect(dbname=database, autocommit=True) as conn:
+        for schema in drop_schemas:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        conn.execute("CHECKPOINT")
+        deadline = time.monotonic() + 30
+        query = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+        while conn.execute(query).fetchone()[0] and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 def _timed_migrate(config, instance, migrate) -> dict:
