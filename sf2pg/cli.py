@@ -274,7 +274,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_restore_indexes(args: argparse.Namespace) -> int:
     import psycopg
 
-    from sf2pg.load.indexes import restore_indexes
+    from sf2pg.load.indexes import lock_indexes, restore_indexes
     from sf2pg.load.ledger import ensure_ledger
     from sf2pg.resources import PostgresResource
     from sf2pg.runs import select_tables
@@ -285,6 +285,9 @@ def cmd_restore_indexes(args: argparse.Namespace) -> int:
     for spec in select_tables(config, args.source, args.table):
         with postgres.get_connection(spec.pg_database) as conn:
             ensure_ledger(conn)
+            if not lock_indexes(conn, spec.pg_schema, spec.pg_table):
+                console.print(f"{spec.name}: skipped: a load of this table is running and rebuilds them when it ends")
+                continue
             try:
                 rebuilt = restore_indexes(conn, spec.pg_schema, spec.pg_table)
             except psycopg.errors.UniqueViolation as exc:  # only a first load's primary key can meet this

@@ -91,3 +91,20 @@ def restore_indexes(conn: psycopg.Connection, schema: str | None = None, table: 
                 (s, t, name),
             )
     return rebuilt
+
+
+def _lock_key(schema: str, table: str) -> str:
+    return f"sf2pg-indexes:{schema}.{table}"
+
+
+def lock_indexes(conn: psycopg.Connection, schema: str, table: str) -> bool:
+    """Claim the table's indexes for this session (a load about to drop or rebuild them); False if
+    another session holds them. Released by ``unlock_indexes`` or when the session ends (a crash too)."""
+    return conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (_lock_key(schema, table),)).fetchone()[
+        0
+    ]
+
+
+def unlock_indexes(conn: psycopg.Connection, schema: str, table: str) -> None:
+    if not conn.closed and not conn.broken:
+        conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (_lock_key(schema, table),))

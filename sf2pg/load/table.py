@@ -181,13 +181,6 @@ def load_table(
             )
             if target.created:  # a new (or re-created) table holds nothing the ledger may remember
                 ledger.forget_chunks(control, spec.pg_schema, spec.pg_table)
-        if indexes.saved_key(control, spec.pg_schema, spec.pg_table):
-            # an earlier first load stopped before rebuilding the key: rebuild it before anything merges
-            rebuilt, emptied = keys.rebuild(control, target, spec.chunking_type, job.run_id)
-            logger.warning(f"{spec.name}: rebuilt {rebuilt} left dropped by an interrupted first load")
-            for key, why in emptied.items():
-                logger.warning(f"{spec.name} chunk {key}: {why}")
-        dropped: list[str] = []
         if job.full_load:
             if spec.truncate_onstart and job.confirm_truncate:
                 _truncate(control, target, job.run_id)
@@ -198,23 +191,10 @@ def load_table(
                     f"{spec.name}: truncate_onstart is set but this run did not confirm it (--confirm-truncate, "
                     "or run config confirm_truncate): merging chunk by chunk instead of truncating"
                 )
-            first_load = keys.can_defer(control, target) and not any(c.is_incremental for c in job.chunks)
-            dropped = indexes.drop_secondary_indexes(
-                control, spec.pg_schema, spec.pg_table, job.run_id, primary_key=first_load
-            )
-            if dropped:
-                logger.info(f"{spec.name}: dropped {len(dropped)} index(es) until the load ends: {dropped}")
-        try:
+        with _indexes_away_for_the_load(control, job, target, summary, logger):
             _load_chunks(job, postgres, target, loaded, summary, on_chunk, logger)
-        finally:
-            if dropped:
-                t_index = time.perf_counter()
-                summary.indexes_rebuilt, emptied = keys.rebuild(control, target, spec.chunking_type, job.run_id)
-                summary.index_seconds = time.perf_counter() - t_index
-                summary.failures.update(emptied)
-                summary.results = [r for r in summary.results if r.key not in emptied]
-            if job.full_load and summary.results:
-                control.execute(sql.SQL("ANALYZE {}").format(target.ident))
+        if job.full_load and summary.results:
+            control.execute(sql.SQL("ANALYZE {}").format(target.ident))
         summary.table_chunks = ledger.chunk_counts(control, spec.pg_schema, spec.pg_table)
     summary.seconds = time.perf_counter() - t0
     if summary.failures:
@@ -225,6 +205,52 @@ def load_table(
             permanent=summary.permanent_failures == len(summary.failures),
         )
     return summary
+
+
+@contextlib.contextmanager
+def _indexes_away_for_the_load(
+    control: psycopg.Connection, job: TableLoad, target: TargetTable, summary: TableLoadSummary, logger: Any
+) -> Iterator[None]:
+    """A full load drops the secondary indexes (and a first load the primary key) and rebuilds them after.
+
+    First, a key an interrupted first load left dropped is rebuilt, before anything merges. One load at
+    a time holds a table's indexes away (a session lock on ``control``), so a concurrent load neither
+    drops them too nor "repairs" a first load that is still running.
+    """
+    spec, schema, table = job.spec, target.schema, target.table
+    key_away = indexes.saved_key(control, schema, table)
+    owner = (key_away or job.full_load) and indexes.lock_indexes(control, schema, table)
+    try:
+        if key_away and not owner:
+            raise ChunkLoadError(
+                f"{_where(spec)}: another load of this table is running its first load, and the table's primary "
+                "key is away until that load ends; this load would need it to merge by key. Retry once it has finished"
+            )
+        if key_away:
+            rebuilt, emptied = keys.rebuild(control, target, spec.chunking_type, job.run_id)
+            logger.warning(f"{spec.name}: rebuilt {rebuilt}, left dropped by an interrupted first load")
+            for key, why in emptied.items():
+                logger.warning(f"{spec.name} chunk {key}: {why}")
+        dropped: list[str] = []
+        if job.full_load and owner:
+            first_load = keys.can_defer(control, target) and not any(c.is_incremental for c in job.chunks)
+            dropped = indexes.drop_secondary_indexes(control, schema, table, job.run_id, primary_key=first_load)
+            if dropped:
+                logger.info(f"{spec.name}: dropped {len(dropped)} index(es) until the load ends: {dropped}")
+        elif job.full_load:
+            logger.info(f"{spec.name}: another full load of this table holds its indexes away: they stay as they are")
+        try:
+            yield
+        finally:
+            if dropped:
+                t_index = time.perf_counter()
+                summary.indexes_rebuilt, emptied = keys.rebuild(control, target, spec.chunking_type, job.run_id)
+                summary.index_seconds = time.perf_counter() - t_index
+                summary.failures.update(emptied)
+                summary.results = [r for r in summary.results if r.key not in emptied]
+    finally:
+        if owner:
+            indexes.unlock_indexes(control, schema, table)
 
 
 def _truncate(conn: psycopg.Connection, target: TargetTable, run_id: str | None) -> None:

@@ -3,8 +3,10 @@ the chunks that hold it, and the table keeps whole chunks and its key."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
+import psycopg
 import pytest
 from dagster import DagsterInstance
 
@@ -89,4 +91,38 @@ def test_a_key_left_dropped_by_an_interrupted_first_load_is_rebuilt_before_the_n
     assert world.pg_query(PRIMARY_KEY) == [("all_types_pkey",)]
     assert world.pg_query(SAVED) == [(0,)]
     assert world.pg_query("SELECT count(*) FROM pg_indexes WHERE tablename = 'all_types'") == [(1,)]
+    assert_exact(world)
+
+
+def test_while_a_first_load_holds_the_key_away_other_loads_and_restore_indexes_leave_it_alone(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    seed_all_types(world, 600)
+    raw = all_types_config(world, "id", rows_per_chunk=200)
+    instance = DagsterInstance.ephemeral()
+    assert run(world, raw, instance)[0].success
+    first_load = psycopg.connect(dbname=world.pg_database, autocommit=True)  # a first load, still running
+    assert indexes.lock_indexes(first_load, "tgt", "all_types")
+    indexes.drop_secondary_indexes(first_load, "tgt", "all_types", "running", primary_key=True)
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", write_config(tmp_path, raw), "restore-indexes"])
+    assert exit_info.value.code == 0
+    assert "skipped: a load of this table is running" in " ".join(capsys.readouterr().out.split())
+    assert world.pg_query(PRIMARY_KEY) == []
+
+    # another load must not rebuild the key under the running one; it fails clearly, and Dagster's
+    # retry (5 s later) finds the first load gone (its session ends 3 s in, without a rebuild)
+    threading.Timer(3.0, first_load.close).start()
+    [second] = run(world, raw, instance)
+    assert second.success, second.error
+    run_id = instance.get_runs(limit=1)[0].run_id
+    retried = [
+        e.dagster_event
+        for e in instance.all_logs(run_id)
+        if e.is_dagster_event and e.dagster_event.event_type_value == "STEP_UP_FOR_RETRY"
+    ]
+    assert "another load of this table is running its first load" in str(retried[0].event_specific_data.error)
+    assert world.pg_query(PRIMARY_KEY) == [("all_types_pkey",)]
+    assert world.pg_query(SAVED) == [(0,)]
     assert_exact(world)
