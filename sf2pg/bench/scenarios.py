@@ -197,14 +197,20 @@ def source_clock() -> Iterator[SourceClock]:
 
 def _run_migrate(config: AppConfig) -> dict:
     """``sf2pg migrate`` of the config's one table (1 loader thread), split into its parts."""
-    import psycopg
     from dagster import DagsterInstance
+
+    # disposed here: a garbage-collected instance closes its SQLite storage from whatever thread
+    with DagsterInstance.ephemeral() as instance:
+        return _migrate_on(config, instance)
+
+
+def _migrate_on(config: AppConfig, instance: Any) -> dict:
+    import psycopg
 
     from sf2pg.runs import migrate
 
     spec = config.tables()[0]
     fresh_schema(spec.pg_database, spec.pg_schema)
-    instance = DagsterInstance.ephemeral()
     marks: dict[str, float] = {}
     t0 = time.perf_counter()
     with source_clock() as clock:
@@ -313,8 +319,14 @@ def skewed_planning(rows: int, rows_per_chunk: int) -> dict:
 
 def incremental_sync(database: str, rows: int, changed: int) -> dict:
     """Full load of ``rows`` rows, then ``changed`` source rows updated and one ``sf2pg sync`` pass."""
-    import psycopg
     from dagster import DagsterInstance
+
+    with DagsterInstance.ephemeral() as instance:  # disposed here, as in _run_migrate
+        return _sync_on(database, rows, changed, instance)
+
+
+def _sync_on(database: str, rows: int, changed: int, instance: Any) -> dict:
+    import psycopg
 
     from sf2pg.resources import snowflake_resource
     from sf2pg.runs import migrate, sync
@@ -324,7 +336,6 @@ def incremental_sync(database: str, rows: int, changed: int) -> dict:
     fresh_schema(database, "sync")
     with snowflake_resource(resolve=True).get_connection() as sf:
         seed(sf, "SYNC_EVENTS", rows)
-    instance = DagsterInstance.ephemeral()
     [loaded] = migrate(config, config.tables(), instance, log_level="WARNING")
     assert loaded.success, loaded.error
     with snowflake_resource(resolve=True).get_connection() as sf:
