@@ -20,6 +20,20 @@ PRIMARY_KEY = "SELECT conname FROM pg_constraint WHERE conrelid = 'tgt.all_types
 SAVED = "SELECT count(*) FROM migration_status.saved_indexes"
 
 
+def first_attempts_error(instance: DagsterInstance) -> str:
+    """The error of the latest run's first failed attempt, which Dagster's retry policy then retried."""
+    run_id = instance.get_runs(limit=1)[0].run_id
+    [retry, *_] = [
+        e.dagster_event
+        for e in instance.all_logs(run_id)
+        if e.is_dagster_event and e.dagster_event.event_type_value == "STEP_UP_FOR_RETRY"
+    ]
+    error, message = retry.event_specific_data.error, ""
+    while error:  # RetryRequestedFromPolicy, caused by the loader's error
+        message, error = message + error.message, error.cause or error.context
+    return message
+
+
 def test_a_first_load_builds_the_primary_key_after_its_chunks_and_later_loads_keep_it(world: World):
     seed_all_types(world, 900)
     raw = all_types_config(world, "id", rows_per_chunk=200)
@@ -45,15 +59,7 @@ def test_a_key_repeated_across_chunks_fails_just_those_chunks_then_merging_and_t
     [outcome] = run(world, raw, instance)
 
     # the first attempt: the key's rebuild found id 5 twice, emptied and failed the two chunks holding it
-    run_id = instance.get_runs(limit=1)[0].run_id
-    [retry] = [
-        e.dagster_event
-        for e in instance.all_logs(run_id)
-        if e.is_dagster_event and e.dagster_event.event_type_value == "STEP_UP_FOR_RETRY"
-    ]
-    error, message = retry.event_specific_data.error, ""
-    while error:  # RetryRequestedFromPolicy, caused by the loader's error
-        message, error = message + error.message, error.cause or error.context
+    message = first_attempts_error(instance)
     assert "2 of 8 chunk(s)" in message and "(id)=(5)" in message and "more than once" in message
     # the retry loads them with the key in place: the second row of id 5 merges over the first, and the
     # fingerprint check (blocking) names the chunk that lost its row
@@ -116,13 +122,7 @@ def test_while_a_first_load_holds_the_key_away_other_loads_and_restore_indexes_l
     threading.Timer(3.0, first_load.close).start()
     [second] = run(world, raw, instance)
     assert second.success, second.error
-    run_id = instance.get_runs(limit=1)[0].run_id
-    retried = [
-        e.dagster_event
-        for e in instance.all_logs(run_id)
-        if e.is_dagster_event and e.dagster_event.event_type_value == "STEP_UP_FOR_RETRY"
-    ]
-    assert "another load of this table is running its first load" in str(retried[0].event_specific_data.error)
+    assert "another load of this table is running its first load" in first_attempts_error(instance)
     assert world.pg_query(PRIMARY_KEY) == [("all_types_pkey",)]
     assert world.pg_query(SAVED) == [(0,)]
     assert_exact(world)
