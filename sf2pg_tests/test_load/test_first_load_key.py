@@ -20,6 +20,15 @@ PRIMARY_KEY = "SELECT conname FROM pg_constraint WHERE conrelid = 'tgt.all_types
 SAVED = "SELECT count(*) FROM migration_status.saved_indexes"
 
 
+def loaded_once(world: World) -> tuple[dict, DagsterInstance]:
+    """The all-types table (600 rows, chunks of 200 by id) after one successful first load."""
+    seed_all_types(world, 600)
+    raw = all_types_config(world, "id", rows_per_chunk=200)
+    instance = DagsterInstance.ephemeral()
+    assert run(world, raw, instance)[0].success
+    return raw, instance
+
+
 def first_attempts_error(instance: DagsterInstance) -> str:
     """The error of the latest run's first failed attempt, which Dagster's retry policy then retried."""
     run_id = instance.get_runs(limit=1)[0].run_id
@@ -76,10 +85,7 @@ def test_a_key_repeated_across_chunks_fails_just_those_chunks_then_merging_and_t
 def test_a_key_left_dropped_by_an_interrupted_first_load_is_rebuilt_before_the_next_load(
     world: World, tmp_path: Path, capsys: pytest.CaptureFixture
 ):
-    seed_all_types(world, 600)
-    raw = all_types_config(world, "id", rows_per_chunk=200)
-    instance = DagsterInstance.ephemeral()
-    assert run(world, raw, instance)[0].success
+    raw, instance = loaded_once(world)
     with world.stack.pg(world.pg_database) as conn:  # what a first load killed mid-way leaves behind ...
         assert indexes.drop_secondary_indexes(conn, "tgt", "all_types", None, primary_key=True) == ["all_types_pkey"]
     # ... with a key received twice (here: a copy of one row)
@@ -103,10 +109,7 @@ def test_a_key_left_dropped_by_an_interrupted_first_load_is_rebuilt_before_the_n
 def test_while_a_first_load_holds_the_key_away_other_loads_and_restore_indexes_leave_it_alone(
     world: World, tmp_path: Path, capsys: pytest.CaptureFixture
 ):
-    seed_all_types(world, 600)
-    raw = all_types_config(world, "id", rows_per_chunk=200)
-    instance = DagsterInstance.ephemeral()
-    assert run(world, raw, instance)[0].success
+    raw, instance = loaded_once(world)
     first_load = psycopg.connect(dbname=world.pg_database, autocommit=True)  # a first load, still running
     assert indexes.lock_indexes(first_load, "tgt", "all_types")
     indexes.drop_secondary_indexes(first_load, "tgt", "all_types", "running", primary_key=True)
