@@ -11,12 +11,8 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     BackfillPolicy,
-    Backoff,
     Config,
-    Failure,
-    Jitter,
     MetadataValue,
-    RetryPolicy,
     TableColumn,
     TableSchema,
     asset,
@@ -26,10 +22,10 @@ from pydantic import Field
 
 from sf2pg.chunks import parse_chunk_key
 from sf2pg.config import TableSpec
-from sf2pg.errors import InputError
 from sf2pg.extract import SnowflakeChunkSource, find_column
 from sf2pg.load.table import TableLoad
 from sf2pg.partitions import partitions_def, partitions_name, source_columns
+from sf2pg.retries import retried_on_failure
 
 IO_MANAGER_KEY = "sf2pg_io_manager"
 
@@ -67,7 +63,6 @@ def build_table_asset(spec: TableSpec) -> AssetsDefinition:
         if spec.max_partitions_per_run
         else BackfillPolicy.single_run(),
         pool=pool_name(spec),
-        retry_policy=RetryPolicy(max_retries=2, delay=5, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS),
         kinds={"snowflake", "postgres"},
         description=(
             f"Copy of Snowflake {spec.sf_database}.{spec.sf_schema}.{spec.sf_table} in PostgreSQL "
@@ -85,11 +80,8 @@ def build_table_asset(spec: TableSpec) -> AssetsDefinition:
     )
     def _table(context: AssetExecutionContext, config: TableRunConfig, snowflake: SnowflakeResource) -> TableLoad:
         keys = list(context.partition_keys)
-        with snowflake.get_connection() as conn:
-            try:
-                columns = source_columns(conn, spec)
-            except InputError as exc:
-                raise Failure(str(exc), allow_retries=False) from None
+        with retried_on_failure(context.retry_number), snowflake.get_connection() as conn:
+            columns = source_columns(conn, spec)
         every = set(context.instance.get_dynamic_partitions(partitions_name(spec)))
         context.add_output_metadata(
             {

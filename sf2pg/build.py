@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagster import Definitions
+from dagster import Definitions, in_process_executor
 
 from sf2pg.assets import IO_MANAGER_KEY, build_table_asset
 from sf2pg.checks import build_table_checks
@@ -44,4 +44,8 @@ def build_definitions(config: AppConfig, resolve_env: bool = False) -> Definitio
         asset_checks=[check for spec in specs for check in build_table_checks(spec, spec.blocking_checks)],
         jobs=[build_plan_job(specs)],
         resources=build_resources(resolve_env),
+        # A run's steps (the table load, then its checks) run one after another in the run worker:
+        # a process per step would cost a fresh interpreter and instance each (about 3 s apiece),
+        # and a load's parallelism is its own threads. Retries: see retries.py.
+        executor=in_process_executor,
     )

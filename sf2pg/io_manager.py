@@ -12,10 +12,10 @@ from dagster import ConfigurableIOManager, Failure, InputContext, MetadataValue,
 from pydantic import Field
 
 from sf2pg import progress
-from sf2pg.errors import InputError
 from sf2pg.load.chunk import ChunkResult
 from sf2pg.load.table import ChunkLoadError, TableLoad, load_table
 from sf2pg.resources import PostgresResource
+from sf2pg.retries import retried_on_failure
 
 
 @dataclass(frozen=True)
@@ -41,14 +41,13 @@ class PostgresCopyIOManager(ConfigurableIOManager):
     postgres: PostgresResource = Field(default_factory=PostgresResource)
 
     def handle_output(self, context: OutputContext, obj: TableLoad) -> None:
-        try:
-            summary = load_table(obj, self.postgres, on_chunk=progress.reporter(obj.spec.name), logger=context.log)
-        except InputError as exc:
-            raise Failure(str(exc), allow_retries=False) from None
-        except ChunkLoadError as exc:
-            if exc.permanent:
-                raise Failure(str(exc), allow_retries=False) from None
-            raise
+        with retried_on_failure(context.step_context.previous_attempt_count):
+            try:
+                summary = load_table(obj, self.postgres, on_chunk=progress.reporter(obj.spec.name), logger=context.log)
+            except ChunkLoadError as exc:
+                if exc.permanent:
+                    raise Failure(str(exc), allow_retries=False) from None
+                raise
         rows_per_s = summary.rows / summary.seconds if summary.seconds else 0.0
         chunks = obj.chunks
         metadata = {

@@ -6,7 +6,7 @@ import importlib
 import os
 from pathlib import Path
 
-from dagster import AssetKey, Definitions
+from dagster import AssetKey, Definitions, in_process_executor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,3 +44,9 @@ def test_each_asset_has_its_checks_partitions_and_single_run_backfills():
         assert checks == {"row_count", "chunk_fingerprint"}
     assert graph.get(AssetKey(["analytics", "fact_visits"])).group_name == "analytics"
     assert defs.resolve_job_def("plan_chunks") is not None
+
+
+def test_a_run_executes_its_steps_in_the_run_worker_not_a_process_each():
+    defs = load_definitions()
+    for job in (defs.resolve_implicit_global_asset_job_def(), defs.resolve_job_def("plan_chunks")):
+        assert job.executor_def.name == in_process_executor.name, job.name
