@@ -190,7 +190,7 @@ def dagster_deployment(world: World, work: Path, config: dict, monkeypatch: Any)
     yield work
 
 
-def submit_backfill(instance: Any, config: Any, asset_keys: list | None = None, run_config: dict | None = None) -> str:
+def submit_backfill(instance: Any, config: Any, asset_keys: list | None = None) -> str:
     """Ask for a backfill of every partition of ``asset_keys`` (default: every table), as the UI does;
     a running daemon picks it up. Returns the backfill id."""
     import time
@@ -212,7 +212,7 @@ def submit_backfill(instance: Any, config: Any, asset_keys: list | None = None, 
         all_partitions=True,
         title=None,
         description=None,
-        run_config=run_config,
+        run_config=None,
     )
     instance.add_backfill(backfill)
     return backfill.backfill_id

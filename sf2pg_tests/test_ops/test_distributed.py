@@ -111,11 +111,7 @@ def test_a_multi_run_backfill_loads_chunks_in_parallel_run_processes_within_the_
             [plan] = plan_tables([spec], instance).values()
             chunk_count = len(plan.chunks)
             assert chunk_count > MAX_RUNS * PER_RUN, chunk_count  # more runs than the run limit
-            # Steps run inside the run's own process: the parallelism under test is across runs, and a
-            # process per step would add tens of seconds per run on two busy cores.
-            backfill_id = submit_backfill(
-                instance, config, [asset_key(spec)], {"execution": {"config": {"in_process": {}}}}
-            )
+            backfill_id = submit_backfill(instance, config, [asset_key(spec)])
             started = time.monotonic()
             with running_daemon(work) as daemon_log:
                 with ledger_held(world) as waiting:
