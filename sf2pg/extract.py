@@ -7,6 +7,7 @@ import functools
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import Any, Protocol
 
@@ -308,5 +309,15 @@ class SnowflakeChunkSource:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-        for _, stack in idle:
+        _close_all([stack for _, stack in idle])
+
+
+def _close_all(sessions: list[ExitStack]) -> None:
+    """End every session at once: each end is two round trips (dagster-snowflake commits, then logs out)."""
+    if len(sessions) < 2:
+        for stack in sessions:
             stack.close()
+        return
+    with ThreadPoolExecutor(max_workers=len(sessions), thread_name_prefix="sf2pg-logout") as pool:
+        for ended in [pool.submit(stack.close) for stack in sessions]:
+            ended.result()

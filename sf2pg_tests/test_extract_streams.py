@@ -1,5 +1,6 @@
 """The Snowflake chunk source's concurrency: streams start their query when opened, at most
-``max_queries`` queries run at once, and a stream nobody reads yet does not hold a query slot.
+``max_queries`` queries run at once, a stream nobody reads yet does not hold a query slot, and the
+sessions end together.
 
 Pure logic: a stand-in connection counts queries (the data path is tested end to end elsewhere)."""
 
@@ -20,17 +21,21 @@ COLUMNS = [SourceColumn("ID", "NUMBER", 18, 0)]
 
 
 class CountingSnowflake:
-    """``get_connection()`` like dagster-snowflake's; every query takes ``seconds`` and yields ``batches``."""
+    """``get_connection()`` like dagster-snowflake's; every query takes ``seconds`` and yields ``batches``;
+    ending a session takes ``logout_seconds``."""
 
-    def __init__(self, seconds: float = 0.05, batches: int = 1) -> None:
-        self.seconds, self.batches = seconds, batches
-        self.running = self.most = self.queries = 0
+    def __init__(self, seconds: float = 0.05, batches: int = 1, logout_seconds: float = 0.0) -> None:
+        self.seconds, self.batches, self.logout_seconds = seconds, batches, logout_seconds
+        self.running = self.most = self.queries = self.ended = 0
         self.lock = threading.Lock()
         self.executed = threading.Event()
 
     @contextlib.contextmanager
     def get_connection(self):
         yield self
+        time.sleep(self.logout_seconds)  # dagster-snowflake commits, then the connector logs out
+        with self.lock:
+            self.ended += 1
 
     def cursor(self):
         return _Cursor(self)
@@ -109,3 +114,14 @@ def test_closing_a_stream_that_waits_for_a_slot_returns_at_once():
     assert sum(t.num_rows for t in running) == 1
     assert sf.queries == 1
     src.close()
+
+
+def test_closing_the_source_ends_its_sessions_at_once_not_one_after_another():
+    sf = CountingSnowflake(seconds=0.2, logout_seconds=0.3)
+    src = source(sf, None)
+    streams = [src.open(chunk(n), COLUMNS) for n in range(4)]  # four queries at once: four sessions
+    assert [sum(t.num_rows for t in s) for s in streams] == [1] * 4
+    t0 = time.perf_counter()
+    src.close()  # at the end of a table load, before its key and indexes are built
+    assert sf.ended == 4
+    assert time.perf_counter() - t0 < 0.9  # one after another: 1.2 s
