@@ -395,7 +395,9 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print(str(exc), highlight=False, markup=False, soft_wrap=True)
         code = 2
     except KeyboardInterrupt:
-        err_console.print("interrupted")
+        err_console.print(
+            "interrupted: chunks in flight rolled back, completed chunks kept; run the same command again to finish"
+        )
         code = 130
     except Exception as exc:  # a clear one-line error, never a traceback with connection details
         err_console.print("[red]error:[/]", end=" ")

@@ -10,8 +10,10 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-from dagster import AssetsDefinition, DagsterEventType, DagsterInstance, materialize
+from dagster import AssetsDefinition, DagsterEventType, DagsterInstance, ExecuteInProcessResult, materialize
+from dagster._core.execution.plan.objects import ErrorSource
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from sf2pg.assets import build_table_asset
@@ -47,6 +49,15 @@ def failure_message(result: object) -> str:
         if not error.cls_name.startswith(("Dagster", "RetryRequested")):
             message = f"{message}: {error.message.strip()}"
     return re.sub(r"^(\w+\.)+\w+: ", "", message)  # "dagster._core...Failure: why" -> "why"
+
+
+def _materialize(assets: list, **kwargs: Any) -> ExecuteInProcessResult:
+    """``materialize`` that lets Ctrl-C stop the command: Dagster ends an interrupted run as a failed
+    result and returns, and a command over several tables would go on with the next one."""
+    result = materialize(assets, raise_on_error=False, **kwargs)
+    if any(e.is_step_failure and e.step_failure_data.error_source == ErrorSource.INTERRUPT for e in result.all_events):
+        raise KeyboardInterrupt
+    return result
 
 
 def run_metadata(result: object) -> dict:
@@ -111,7 +122,7 @@ def migrate(
             outcomes.append(outcome)
             continue
         assets_def: AssetsDefinition = build_table_asset(spec)
-        result = materialize(
+        result = _materialize(
             [assets_def, *build_table_checks(spec, spec.blocking_checks)],
             instance=instance,
             resources=resources,
@@ -120,7 +131,6 @@ def migrate(
                 "loggers": {"console": {"config": {"log_level": log_level}}},
             },
             tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
-            raise_on_error=False,
         )
         outcome.success = result.success
         if not result.success:
@@ -207,13 +217,12 @@ def sync(specs: list[TableSpec], instance: DagsterInstance, log_level: str = "IN
             if not instance.has_dynamic_partition(partitions_name(spec), key):
                 instance.add_dynamic_partitions(partitions_name(spec), [key])
             assets_def = build_table_asset(spec)
-            result = materialize(
+            result = _materialize(
                 [assets_def, *build_table_checks(spec, spec.blocking_checks)],
                 instance=instance,
                 resources=resources,
                 partition_key=key,
                 run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-                raise_on_error=False,
             )
             outcome = SyncOutcome(spec, key, success=result.success)
             if result.success:

@@ -35,7 +35,7 @@ CREATE TRIGGER slow_merge AFTER UPDATE ON tgt.all_types FOR EACH STATEMENT EXECU
 """
 
 
-def _sf2pg(tmp_path: Path, raw: dict, *args: str) -> subprocess.Popen:
+def _sf2pg(tmp_path: Path, raw: dict, *args: str, stderr: int = subprocess.DEVNULL) -> subprocess.Popen:
     config = tmp_path / "config.json"
     config.write_text(json.dumps(raw))
     home = tmp_path / "dagster_home"
@@ -44,7 +44,7 @@ def _sf2pg(tmp_path: Path, raw: dict, *args: str) -> subprocess.Popen:
         [str(Path(sys.executable).parent / "sf2pg"), "--config", str(config), *args],
         env={**os.environ, "DAGSTER_HOME": str(home)},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
     )
 
 

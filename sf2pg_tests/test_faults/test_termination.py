@@ -1,7 +1,11 @@
-"""A run terminated from Dagster (the UI's Terminate: SIGTERM/SIGINT to the run worker) leaves whole chunks only."""
+"""A run terminated from Dagster (the UI's Terminate: SIGTERM/SIGINT to the run worker), or ``sf2pg migrate``
+stopped with Ctrl-C, stops at once and leaves whole chunks only."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -12,7 +16,12 @@ from sf2pg.cli import main
 from sf2pg.config import parse_config
 from sf2pg.runs import plan_tables
 from sf2pg_tests.harness import World, dagster_deployment, running_daemon, submit_backfill
-from sf2pg_tests.test_faults.test_kills import CHUNK_CHANGES
+from sf2pg_tests.test_faults.test_kills import (
+    CHUNK_CHANGES,
+    _completed,
+    _rerun_ends_exact_and_dagster_agrees_with_the_ledger,
+    _sf2pg,
+)
 from sf2pg_tests.test_load.test_migrate import all_types_config, assert_exact, run, seed_all_types
 
 
@@ -77,3 +86,26 @@ def test_a_run_terminated_from_dagster_keeps_whole_chunks_and_its_indexes(
     assert world.pg_query("SELECT count(*) FROM pg_indexes WHERE indexname = 'all_types_v'") == [(1,)]
     assert run(world, raw)[0].success
     assert_exact(world)
+
+
+def test_ctrl_c_stops_sf2pg_migrate_at_once_without_a_retry_and_keeps_whole_chunks(world: World, tmp_path: Path):
+    seed_all_types(world, 6000)
+    raw = all_types_config(world, "id", rows_per_chunk=200, parallel_threads=1)
+    child = _sf2pg(tmp_path, raw, "migrate", stderr=subprocess.PIPE)
+    try:
+        _wait(lambda: _completed(world) >= 3 or child.poll() is not None, 120, "the first chunks to commit")
+        os.kill(child.pid, signal.SIGINT)
+        _, err = child.communicate(timeout=30)  # a retry would first wait 5 s, then load on
+    finally:
+        child.kill()
+    assert child.returncode == 130, err
+    said = " ".join(err.decode().split())  # the console wraps long lines
+    assert "interrupted: chunks in flight rolled back, completed chunks kept; run the same command again" in said
+    loaded = _completed(world)
+    assert 3 <= loaded < 30  # stopped mid-run
+    total = world.pg_query("SELECT count(*) FROM tgt.all_types")[0][0]
+    committed = world.pg_query(
+        "SELECT coalesce(sum(rows_copied), 0) FROM migration_status.chunk_state WHERE status = 'completed'"
+    )[0][0]
+    assert total == committed  # whole chunks only
+    _rerun_ends_exact_and_dagster_agrees_with_the_ledger(world, tmp_path, raw)
