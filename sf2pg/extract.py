@@ -313,7 +313,7 @@ class SnowflakeChunkSource:
 
 
 def _close_all(sessions: list[ExitStack]) -> None:
-    """End every session at once: each end is two round trips (dagster-snowflake commits, then logs out)."""
+    """End every session at once: each logout is a round trip to Snowflake."""
     if len(sessions) < 2:
         for stack in sessions:
             stack.close()

@@ -84,6 +84,8 @@ def snowflake_resource(env: Mapping[str, str] | None = None, resolve: bool = Fal
         account=var("SNOWFLAKE_ACCOUNT") if resolve else EnvVar("SNOWFLAKE_ACCOUNT"),
         user=var("SNOWFLAKE_USER") if resolve else EnvVar("SNOWFLAKE_USER"),
         timezone="UTC",
+        # sf2pg only reads: with autocommit set, a session ends without dagster-snowflake's COMMIT round trip
+        autocommit=True,
         network_timeout=int(env.get("SNOWFLAKE_NETWORK_TIMEOUT", "60")),
         login_timeout=int(env.get("SNOWFLAKE_LOGIN_TIMEOUT", "30")),
         additional_snowflake_connection_args=_snowflake_extra_args(env),
