@@ -7,7 +7,6 @@ import functools
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import Any, Protocol
 
@@ -16,6 +15,7 @@ import pyarrow as pa
 from sf2pg.chunks import Chunk, sf_literal
 from sf2pg.errors import InputError
 from sf2pg.identifiers import sf_qualified, sf_quote, sf_string
+from sf2pg.resources import end_quietly, end_together
 from sf2pg.typemap import SourceColumn
 
 
@@ -265,6 +265,8 @@ class SnowflakeChunkSource:
             if healthy and not self._closed:
                 self._idle.append((conn, stack))
                 return
+        if not healthy:
+            end_quietly(conn.close)  # first, so that a run's session pool does not hand it on either
         stack.close()
 
     def _stream(self, query: str, stop: threading.Event) -> Iterator[pa.Table]:
@@ -309,15 +311,4 @@ class SnowflakeChunkSource:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-        _close_all([stack for _, stack in idle])
-
-
-def _close_all(sessions: list[ExitStack]) -> None:
-    """End every session at once: each logout is a round trip to Snowflake."""
-    if len(sessions) < 2:
-        for stack in sessions:
-            stack.close()
-        return
-    with ThreadPoolExecutor(max_workers=len(sessions), thread_name_prefix="sf2pg-logout") as pool:
-        for ended in [pool.submit(stack.close) for stack in sessions]:
-            ended.result()
+        end_together([stack.close for _, stack in idle])

@@ -6,17 +6,24 @@ never echoed: connection errors are re-raised without connection parameters.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator, Mapping
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from dagster import ConfigurableResource, EnvVar
+import snowflake.connector
+from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from dagster_snowflake import SnowflakeResource
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from sf2pg.errors import InputError
+
+log = logging.getLogger("sf2pg")
 
 # Session settings every Snowflake connection gets. UTC makes watermark and chunk bounds portable.
 SNOWFLAKE_SESSION = {
@@ -44,6 +51,95 @@ def _snowflake_extra_args(env: Mapping[str, str]) -> dict[str, Any]:
     if env.get("SNOWFLAKE_PROTOCOL"):
         extra["protocol"] = env["SNOWFLAKE_PROTOCOL"]
     return extra
+
+
+class RunSnowflakeResource(SnowflakeResource):
+    """dagster-snowflake's resource, keeping its sessions for the rest of the run.
+
+    A run logs in for the asset body, for each loader thread and for each check, and a login costs
+    0.3 to 1 s against Snowflake. A run's steps execute one after another in one process (build.py),
+    so a session one step is done with serves the next; all of them end with the run. A session whose
+    work failed, or that sat idle for ``SESSION_IDLE_SECONDS``, is ended instead of reused, and a
+    failure also ends the idle ones (after an outage they are likely dead too). Outside a run (the
+    CLI's planning, ``verify``) every ``get_connection()`` is a session of its own, as before.
+    """
+
+    _idle: list[tuple[Any, float]] | None = PrivateAttr(default=None)
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._idle = []
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        with self._lock:
+            idle, self._idle = self._idle or [], None
+        end_together([conn.close for conn, _ in idle])
+
+    @contextmanager
+    def get_connection(self, raw_conn: bool = True) -> Iterator[Any]:
+        if self._idle is None or self.connector is not None or not self.autocommit:
+            with super().get_connection(raw_conn) as conn:
+                yield conn
+            return
+        conn = self._take() or snowflake.connector.connect(**self._connection_args)
+        try:
+            yield conn
+        except BaseException:
+            self._end_idle()
+            end_quietly(conn.close)
+            raise
+        self._give_back(conn)
+
+    def _take(self) -> Any | None:
+        stale = []
+        with self._lock:
+            while self._idle:
+                conn, since = self._idle.pop()
+                if time.monotonic() - since < SESSION_IDLE_SECONDS and not conn.is_closed():
+                    break
+                stale.append(conn)
+            else:
+                conn = None
+        end_together([c.close for c in stale])
+        return conn
+
+    def _give_back(self, conn: Any) -> None:
+        if conn.is_closed():  # its user found it broken (a failed chunk stream closes its session)
+            self._end_idle()
+            return
+        with self._lock:
+            if self._idle is not None:
+                self._idle.append((conn, time.monotonic()))
+                return
+        conn.close()  # the run ended meanwhile
+
+    def _end_idle(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle or [], ([] if self._idle is not None else None)
+        end_together([conn.close for conn, _ in idle])
+
+
+# Snowflake ends a session after 4 hours idle by default; a session idle this long is not reused.
+SESSION_IDLE_SECONDS = 600.0
+
+
+def end_together(closers: list[Callable[[], Any]]) -> None:
+    """Run every session's close at once: each is a round trip to Snowflake (its logout). A logout that
+    fails (the network is gone) is not the work's failure: Snowflake ends the session itself later."""
+    if len(closers) < 2:
+        for close in closers:
+            end_quietly(close)
+        return
+    with ThreadPoolExecutor(max_workers=len(closers), thread_name_prefix="sf2pg-logout") as pool:
+        list(pool.map(end_quietly, closers))
+
+
+def end_quietly(close: Callable[[], Any]) -> None:
+    """End a session; a logout that fails only goes to the debug log."""
+    try:
+        close()
+    except Exception as exc:  # the connector's messages carry no credentials
+        log.debug("ending a Snowflake session failed: %s", exc)
 
 
 def snowflake_resource(env: Mapping[str, str] | None = None, resolve: bool = False) -> SnowflakeResource:
@@ -80,7 +176,7 @@ def snowflake_resource(env: Mapping[str, str] | None = None, resolve: bool = Fal
         "warehouse": var("SNOWFLAKE_WAREHOUSE"),
         "role": var("SNOWFLAKE_ROLE"),
     }
-    return SnowflakeResource(
+    return RunSnowflakeResource(
         account=var("SNOWFLAKE_ACCOUNT") if resolve else EnvVar("SNOWFLAKE_ACCOUNT"),
         user=var("SNOWFLAKE_USER") if resolve else EnvVar("SNOWFLAKE_USER"),
         timezone="UTC",

@@ -40,6 +40,9 @@ class CountingSnowflake:
     def cursor(self):
         return _Cursor(self)
 
+    def close(self) -> None:  # a stream that failed closes its session
+        pass
+
 
 class _Cursor:
     def __init__(self, sf: CountingSnowflake) -> None:

@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -51,8 +52,29 @@ def _units_per_second(ts_type: pa.TimestampType) -> int:
 def patch_fakesnow() -> None:
     """Apply the emulator fixes the test harness and the demo both rely on."""
     import fakesnow.arrow
+    import fakesnow.server
+    from starlette.routing import request_response
 
     fakesnow.arrow.timestamp_to_sf_struct = _timestamp_to_sf_struct_with_nulls
+    for route in fakesnow.server.app.routes:
+        if getattr(route, "path", None) == "/session/v1/login-request":
+            route.endpoint = _with_master_token(route.endpoint)
+            route.app = request_response(route.endpoint)
+
+
+def _with_master_token(login_request: Any) -> Any:
+    """fakesnow 0.12's login answer has no ``masterToken``, without which the connector cannot log out:
+    ``close()`` fails quietly, the client keeps the connection open and the emulator keeps the session."""
+    from starlette.responses import JSONResponse
+
+    async def login(request: Any) -> Any:
+        response = await login_request(request)
+        body = json.loads(response.body)
+        if body.get("success"):
+            body["data"].setdefault("masterToken", body["data"]["token"])
+        return JSONResponse(body, status_code=response.status_code)
+
+    return login
 
 
 def _register_macros_without_database(fs: object) -> None:
@@ -82,10 +104,10 @@ def _attach_existing_databases(fs: object, db_path: Path) -> None:
 
 def serve(host: str, port: int, db_path: str | None) -> None:
     """Run the emulator in this process until SIGINT/SIGTERM."""
-    patch_fakesnow()
     import fakesnow
 
     run_server = fakesnow.server  # grab the function: importing the submodule rebinds the name
+    patch_fakesnow()
     import fakesnow.server
     from fakesnow.instance import FakeSnow
 

@@ -60,12 +60,10 @@ def change_source(table: str, world: World) -> None:
 
 
 def evaluate(sensor, instance: DagsterInstance, cursor: str | None):
-    context = build_sensor_context(
-        instance=instance,
-        cursor=cursor,
-        resources={"snowflake": snowflake_resource(resolve=True), "postgres": PostgresResource()},
-    )
-    return sensor(context), context
+    """One tick, as the daemon runs it: the resources live for the tick (their sessions end with it)."""
+    resources = {"snowflake": snowflake_resource(resolve=True), "postgres": PostgresResource()}
+    with build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+        return sensor(context)
 
 
 def test_the_sensor_requests_one_window_and_a_second_tick_requests_nothing(world: World):
@@ -76,11 +74,11 @@ def test_the_sensor_requests_one_window_and_a_second_tick_requests_nothing(world
     spec = parse_config(raw).tables()[0]
     sensor = build_watermark_sensor("src", [spec], 60, running=False)
 
-    result, _ = evaluate(sensor, instance, None)
+    result = evaluate(sensor, instance, None)
     assert isinstance(result, SkipReason)  # nothing changed since the full load
 
     change_source(table, world)
-    result, _ = evaluate(sensor, instance, None)
+    result = evaluate(sensor, instance, None)
     assert isinstance(result, SensorResult)
     [request] = result.run_requests
     [addition] = result.dynamic_partitions_requests
@@ -100,7 +98,7 @@ def test_the_sensor_requests_one_window_and_a_second_tick_requests_nothing(world
     assert md["rows_inserted"].value == 2 and md["rows_updated"].value == 1
     assert exact(world)
 
-    again, _ = evaluate(sensor, instance, result.cursor)
+    again = evaluate(sensor, instance, result.cursor)
     assert isinstance(again, SkipReason)
 
 
