@@ -79,40 +79,46 @@ def build_table_asset(spec: TableSpec) -> AssetsDefinition:
         },
     )
     def _table(context: AssetExecutionContext, config: TableRunConfig, snowflake: SnowflakeResource) -> TableLoad:
-        keys = list(context.partition_keys)
-        with retried_on_failure(context.retry_number), snowflake.get_connection() as conn:
-            columns = source_columns(conn, spec)
-        every = set(context.instance.get_dynamic_partitions(partitions_name(spec)))
-        context.add_output_metadata(
-            {
-                "dagster/column_schema": TableSchema(
-                    columns=[TableColumn(c.name, c.data_type, description=None) for c in columns]
-                )
-            }
-        )
-        return TableLoad(
-            spec=spec,
-            chunks=[parse_chunk_key(spec.chunking_type, k) for k in keys],
-            source_columns=columns,
-            source=SnowflakeChunkSource(
-                snowflake,
-                spec.sf_database,
-                spec.sf_schema,
-                spec.sf_table,
-                find_column(columns, spec.chunking_column, "chunking", spec.config_path)
-                if spec.chunking_column
-                else None,
-                spec.source_filter,
-                find_column(columns, spec.source_watermark, "watermark", spec.config_path)
-                if spec.source_watermark
-                else None,
-                spec.watermark_lookback,
-                max_queries=spec.parallel_threads,
-            ),
-            full_load=bool(every) and set(keys) >= every,
-            total_chunks=len(every) or None,
-            confirm_truncate=config.confirm_truncate,
-            run_id=context.run_id,
-        )
+        with retried_on_failure(context.retry_number):
+            return _table_load(spec, context, config, snowflake)
 
     return _table
+
+
+def _table_load(
+    spec: TableSpec, context: AssetExecutionContext, config: TableRunConfig, snowflake: SnowflakeResource
+) -> TableLoad:
+    """The asset body: describe the source and hand the IO manager a lazy load of the run's chunks."""
+    keys = list(context.partition_keys)
+    with snowflake.get_connection() as conn:
+        columns = source_columns(conn, spec)
+    every = set(context.instance.get_dynamic_partitions(partitions_name(spec)))
+    context.add_output_metadata(
+        {
+            "dagster/column_schema": TableSchema(
+                columns=[TableColumn(c.name, c.data_type, description=None) for c in columns]
+            )
+        }
+    )
+    return TableLoad(
+        spec=spec,
+        chunks=[parse_chunk_key(spec.chunking_type, k) for k in keys],
+        source_columns=columns,
+        source=SnowflakeChunkSource(
+            snowflake,
+            spec.sf_database,
+            spec.sf_schema,
+            spec.sf_table,
+            find_column(columns, spec.chunking_column, "chunking", spec.config_path) if spec.chunking_column else None,
+            spec.source_filter,
+            find_column(columns, spec.source_watermark, "watermark", spec.config_path)
+            if spec.source_watermark
+            else None,
+            spec.watermark_lookback,
+            max_queries=spec.parallel_threads,
+        ),
+        full_load=bool(every) and set(keys) >= every,
+        total_chunks=len(every) or None,
+        confirm_truncate=config.confirm_truncate,
+        run_id=context.run_id,
+    )

@@ -395,8 +395,11 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print(str(exc), highlight=False, markup=False, soft_wrap=True)
         code = 2
     except KeyboardInterrupt:
+        loading = args.command in ("migrate", "sync", "demo")
         err_console.print(
             "interrupted: chunks in flight rolled back, completed chunks kept; run the same command again to finish"
+            if loading
+            else "interrupted"
         )
         code = 130
     except Exception as exc:  # a clear one-line error, never a traceback with connection details

@@ -42,12 +42,15 @@ class PostgresCopyIOManager(ConfigurableIOManager):
 
     def handle_output(self, context: OutputContext, obj: TableLoad) -> None:
         with retried_on_failure(context.step_context.previous_attempt_count):
-            try:
-                summary = load_table(obj, self.postgres, on_chunk=progress.reporter(obj.spec.name), logger=context.log)
-            except ChunkLoadError as exc:
-                if exc.permanent:
-                    raise Failure(str(exc), allow_retries=False) from None
-                raise
+            self._load(context, obj)
+
+    def _load(self, context: OutputContext, obj: TableLoad) -> None:
+        try:
+            summary = load_table(obj, self.postgres, on_chunk=progress.reporter(obj.spec.name), logger=context.log)
+        except ChunkLoadError as exc:
+            if exc.permanent:
+                raise Failure(str(exc), allow_retries=False) from None
+            raise
         rows_per_s = summary.rows / summary.seconds if summary.seconds else 0.0
         chunks = obj.chunks
         metadata = {

@@ -6,6 +6,7 @@ never echoed: connection errors are re-raised without connection parameters.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -59,12 +60,14 @@ class RunSnowflakeResource(SnowflakeResource):
     A run logs in for the asset body, for each loader thread and for each check, and a login costs
     0.3 to 1 s against Snowflake. A run's steps execute one after another in one process (build.py),
     so a session one step is done with serves the next; all of them end with the run. A session whose
-    work failed, or that sat idle for ``SESSION_IDLE_SECONDS``, is ended instead of reused, and a
-    failure also ends the idle ones (after an outage they are likely dead too). Outside a run (the
-    CLI's planning, ``verify``) every ``get_connection()`` is a session of its own, as before.
+    work failed, or that sat idle for ``SESSION_IDLE_SECONDS``, is ended instead of reused. A failure
+    also ends every other session of the run as it comes back (after an outage they are likely dead
+    too), so a retry starts on fresh ones. Outside a run (the CLI's planning, ``verify``) every
+    ``get_connection()`` is a session of its own, as before.
     """
 
     _idle: list[tuple[Any, float]] | None = PrivateAttr(default=None)
+    _generation: int = PrivateAttr(default=0)  # a failure starts a new one; older sessions are not reused
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
@@ -73,7 +76,7 @@ class RunSnowflakeResource(SnowflakeResource):
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         with self._lock:
             idle, self._idle = self._idle or [], None
-        end_together([conn.close for conn, _ in idle])
+        end_together([_logout(conn) for conn, _ in idle])
 
     @contextmanager
     def get_connection(self, raw_conn: bool = True) -> Iterator[Any]:
@@ -81,14 +84,15 @@ class RunSnowflakeResource(SnowflakeResource):
             with super().get_connection(raw_conn) as conn:
                 yield conn
             return
+        generation = self._generation
         conn = self._take() or snowflake.connector.connect(**self._connection_args)
         try:
             yield conn
         except BaseException:
             self._end_idle()
-            end_quietly(conn.close)
+            end_quietly(_logout(conn))
             raise
-        self._give_back(conn)
+        self._give_back(conn, generation)
 
     def _take(self) -> Any | None:
         stale = []
@@ -100,27 +104,35 @@ class RunSnowflakeResource(SnowflakeResource):
                 stale.append(conn)
             else:
                 conn = None
-        end_together([c.close for c in stale])
+        end_together([_logout(c) for c in stale])
         return conn
 
-    def _give_back(self, conn: Any) -> None:
+    def _give_back(self, conn: Any, generation: int) -> None:
         if conn.is_closed():  # its user found it broken (a failed chunk stream closes its session)
             self._end_idle()
             return
         with self._lock:
-            if self._idle is not None:
+            if self._idle is not None and generation == self._generation:
                 self._idle.append((conn, time.monotonic()))
                 return
-        conn.close()  # the run ended meanwhile
+        end_quietly(_logout(conn))  # the run has ended, or a failure since it was taken
 
     def _end_idle(self) -> None:
         with self._lock:
+            self._generation += 1
             idle, self._idle = self._idle or [], ([] if self._idle is not None else None)
-        end_together([conn.close for conn, _ in idle])
+        end_together([_logout(conn) for conn, _ in idle])
 
 
-# Snowflake ends a session after 4 hours idle by default; a session idle this long is not reused.
-SESSION_IDLE_SECONDS = 600.0
+def _logout(conn: Any) -> Callable[[], Any]:
+    """A pooled session's close, without the connector's retries: a dead network must not hold up the
+    end of a run (or a Ctrl-C) for the connector's three attempts."""
+    return functools.partial(conn.close, retry=False)
+
+
+# Not reused after this long idle: below the shortest idle timeout a Snowflake session policy can set
+# (5 minutes; the default is 4 hours), e.g. for the checks after a long index rebuild.
+SESSION_IDLE_SECONDS = 240.0
 
 
 def end_together(closers: list[Callable[[], Any]]) -> None:

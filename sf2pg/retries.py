@@ -14,7 +14,7 @@ from dagster import Backoff, DagsterError, Failure, Jitter, RetryPolicy, RetryRe
 
 from sf2pg.errors import InputError
 
-# 2 retries, about 5 s then 10 s apart: long enough for a restarted server or a dropped session.
+# 2 retries, after 0-10 s then 10-20 s (exponential with jitter): time for a restarted server or a dropped session.
 STEP_RETRIES = RetryPolicy(max_retries=2, delay=5, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 
 
@@ -26,12 +26,19 @@ def retried_on_failure(previous_attempts: int) -> Iterator[None]:
     """
     try:
         yield
-    except (Failure, RetryRequested, DagsterError):
-        raise  # already says whether to retry, or is Dagster's own
+    except (RetryRequested, DagsterError):
+        raise  # already a retry request, or Dagster's own
+    except Failure as exc:
+        if not exc.allow_retries:
+            raise
+        raise _retry(previous_attempts) from exc
     except InputError as exc:
         raise Failure(str(exc), allow_retries=False) from None
     except Exception as exc:
-        raise RetryRequested(
-            max_retries=STEP_RETRIES.max_retries,
-            seconds_to_wait=STEP_RETRIES.calculate_delay(previous_attempts + 1),
-        ) from exc
+        raise _retry(previous_attempts) from exc
+
+
+def _retry(previous_attempts: int) -> RetryRequested:
+    return RetryRequested(
+        max_retries=STEP_RETRIES.max_retries, seconds_to_wait=STEP_RETRIES.calculate_delay(previous_attempts + 1)
+    )

@@ -35,3 +35,9 @@ def test_a_decision_already_made_passes_through():
     with pytest.raises(Failure) as caught, retried_on_failure(0):
         raise Failure("permanent", allow_retries=False)
     assert not caught.value.allow_retries
+
+
+def test_a_failure_that_allows_retries_is_retried_as_a_declared_policy_would():
+    with pytest.raises(RetryRequested) as caught, retried_on_failure(0):
+        raise Failure("the warehouse is suspended")
+    assert isinstance(caught.value.__cause__, Failure)

@@ -70,3 +70,11 @@ def test_outside_a_run_every_session_is_its_own_and_ends_on_exit(stack: Stack):
     with resource.get_connection() as first:
         assert _select_one(first) == 1
     assert first.is_closed()
+
+
+def test_a_session_taken_before_a_failure_elsewhere_ends_when_it_comes_back(run_resource):
+    # nested on purpose: the failure must stay inside, so that ``older`` itself comes back healthy
+    with run_resource.get_connection() as older:  # noqa: SIM117 (e.g. a loader's, while another's query fails)
+        with pytest.raises(RuntimeError), run_resource.get_connection():
+            raise RuntimeError("the source went away")
+    assert older.is_closed()  # the retry starts on fresh sessions
