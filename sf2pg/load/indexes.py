@@ -56,13 +56,17 @@ _PRIMARY_KEY = """
 """
 
 
+# A saved primary key is told from a saved index by its statement (ALTER TABLE ... ADD CONSTRAINT).
+_IS_KEY = "definition LIKE 'ALTER TABLE %%'"
+
+
 def saved_key(conn: psycopg.Connection, schema: str, table: str) -> bool:
     """True while a primary key dropped for a first load waits to be rebuilt (the load may have died)."""
     if not conn.execute("SELECT to_regclass('migration_status.saved_indexes')").fetchone()[0]:
         return False
     return conn.execute(
         "SELECT EXISTS (SELECT 1 FROM migration_status.saved_indexes WHERE target_schema = %s "
-        "AND target_table = %s AND definition LIKE 'ALTER TABLE %%')",
+        f"AND target_table = %s AND {_IS_KEY})",
         (schema, table),
     ).fetchone()[0]
 
@@ -75,7 +79,7 @@ def restore_indexes(conn: psycopg.Connection, schema: str | None = None, table: 
     rows = conn.execute(
         "SELECT target_schema, target_table, index_name, definition FROM migration_status.saved_indexes "
         "WHERE (%s::text IS NULL OR target_schema = %s) AND (%s::text IS NULL OR target_table = %s) "
-        "ORDER BY saved_at, definition NOT LIKE 'ALTER TABLE %%', index_name",
+        f"ORDER BY saved_at, NOT ({_IS_KEY}), index_name",
         (schema, schema, table, table),
     ).fetchall()
     rebuilt = []
