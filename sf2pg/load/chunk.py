@@ -25,7 +25,7 @@ from psycopg import sql
 
 from sf2pg.chunks import Chunk
 from sf2pg.incremental import parse_watermark, watermark_text
-from sf2pg.load import ledger
+from sf2pg.load import ledger, locks
 from sf2pg.load.copy import copy_batches
 from sf2pg.load.target import TargetTable
 
@@ -85,10 +85,7 @@ def load_chunk(
     started_at = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     with conn.transaction(), conn.cursor() as cur:
-        cur.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            (f"sf2pg:{target.schema}.{target.table}:{chunk.key}",),
-        )
+        locks.xact_lock(conn, locks.chunk_key(target.schema, target.table, chunk.key))
         if chunk.is_incremental:
             result = _incremental(cur, target, chunk, open_batches(), insert_only)
         elif _range_is_empty(cur, target, chunk):

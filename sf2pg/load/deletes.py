@@ -17,6 +17,7 @@ from psycopg import sql
 
 from sf2pg.chunks import Chunk
 from sf2pg.errors import InputError
+from sf2pg.load import locks
 from sf2pg.load.chunk import range_predicate
 from sf2pg.load.copy import copy_batches
 from sf2pg.load.target import TargetTable
@@ -45,10 +46,7 @@ def delete_vanished(
     keys = key_target(target)
     names = sql.SQL(", ").join(map(sql.Identifier, keys.column_names))
     with conn.transaction(), conn.cursor() as cur:
-        cur.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-            (f"sf2pg:{target.schema}.{target.table}:{chunk.key}",),
-        )
+        locks.xact_lock(conn, locks.chunk_key(target.schema, target.table, chunk.key))
         cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_KEYS))
         cur.execute(
             sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(

@@ -9,6 +9,8 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
+from sf2pg.load import locks
+
 
 def drop_secondary_indexes(
     conn: psycopg.Connection, schema: str, table: str, run_id: str | None, primary_key: bool = False
@@ -97,18 +99,11 @@ def restore_indexes(conn: psycopg.Connection, schema: str | None = None, table: 
     return rebuilt
 
 
-def _lock_key(schema: str, table: str) -> str:
-    return f"sf2pg-indexes:{schema}.{table}"
-
-
 def lock_indexes(conn: psycopg.Connection, schema: str, table: str) -> bool:
     """Claim the table's indexes for this session (a load about to drop or rebuild them); False if
     another session holds them. Released by ``unlock_indexes`` or when the session ends (a crash too)."""
-    return conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (_lock_key(schema, table),)).fetchone()[
-        0
-    ]
+    return locks.try_lock(conn, locks.indexes_key(schema, table))
 
 
 def unlock_indexes(conn: psycopg.Connection, schema: str, table: str) -> None:
-    if not conn.closed and not conn.broken:
-        conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (_lock_key(schema, table),))
+    locks.unlock(conn, locks.indexes_key(schema, table))

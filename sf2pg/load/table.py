@@ -24,7 +24,7 @@ from sf2pg.chunks import Chunk
 from sf2pg.config import TableSpec
 from sf2pg.errors import InputError
 from sf2pg.extract import ChunkSource
-from sf2pg.load import indexes, keys, ledger
+from sf2pg.load import indexes, keys, ledger, locks
 from sf2pg.load.chunk import ChunkResult, load_chunk
 from sf2pg.load.conform import BadDataError, conform
 from sf2pg.load.target import TargetSchemaError, TargetTable, prepare_target
@@ -255,9 +255,7 @@ def _indexes_away_for_the_load(
 
 def _truncate(conn: psycopg.Connection, target: TargetTable, run_id: str | None) -> None:
     with conn.transaction():
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"sf2pg:{target.schema}.{target.table}",)
-        )
+        locks.xact_lock(conn, locks.table_key(target.schema, target.table))
         conn.execute(sql.SQL("TRUNCATE {}").format(target.ident))
         ledger.record_truncation(conn, target.schema, target.table, run_id)
 

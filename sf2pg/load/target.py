@@ -16,6 +16,7 @@ from psycopg import sql
 from sf2pg.errors import InputError
 from sf2pg.extract import find_column
 from sf2pg.identifiers import pg_name_for
+from sf2pg.load import locks
 from sf2pg.load.indexes import saved_key
 from sf2pg.typemap import (
     IncompatibleTypeError,
@@ -132,7 +133,7 @@ def prepare_target(
 
     with conn.transaction():
         # concurrent runs on one table would race to create it: one prepares, the others wait
-        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"sf2pg:{schema}.{table}",))
+        locks.xact_lock(conn, locks.table_key(schema, table))
         existing = _existing_columns(conn, schema, table)
         if not existing:
             _create_table(conn, schema, table, planned, [by_source[k.name][1] for k in key_sources])
