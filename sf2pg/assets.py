@@ -20,9 +20,10 @@ from dagster import (
 from dagster_snowflake import SnowflakeResource
 from pydantic import Field
 
-from sf2pg.chunks import parse_chunk_key
+from sf2pg.chunks import INCREMENTAL_PREFIX, parse_chunk_key, watermark_text
 from sf2pg.config import TableSpec
 from sf2pg.extract import SnowflakeChunkSource, find_column
+from sf2pg.incremental import source_high, window_from_tags
 from sf2pg.load.table import TableLoad
 from sf2pg.partitions import partitions_def, partitions_name, source_columns
 from sf2pg.retries import retried_on_failure
@@ -88,11 +89,24 @@ def build_table_asset(spec: TableSpec) -> AssetsDefinition:
 def _table_load(
     spec: TableSpec, context: AssetExecutionContext, config: TableRunConfig, snowflake: SnowflakeResource
 ) -> TableLoad:
-    """The asset body: describe the source and hand the IO manager a lazy load of the run's chunks."""
+    """The asset body: describe the source and hand the IO manager a lazy load of the run's chunks.
+
+    For a table with a watermark it first reads the source's maximum: the load's reads all come after
+    it, so the first sync after this load starts there (see ``sf2pg.incremental``)."""
     keys = list(context.partition_keys)
     with snowflake.get_connection() as conn:
         columns = source_columns(conn, spec)
-    every = set(context.instance.get_dynamic_partitions(partitions_name(spec)))
+        watermark = (
+            find_column(columns, spec.source_watermark, "watermark", spec.config_path)
+            if spec.source_watermark
+            else None
+        )
+        start_high, start_rows = source_high(conn, spec, watermark) if watermark else (None, None)
+    every = [
+        k
+        for k in context.instance.get_dynamic_partitions(partitions_name(spec))
+        if not k.startswith(INCREMENTAL_PREFIX)
+    ]
     context.add_output_metadata(
         {
             "dagster/column_schema": TableSchema(
@@ -100,6 +114,7 @@ def _table_load(
             )
         }
     )
+    window = window_from_tags(dict(context.run.tags), spec, watermark) if watermark else None
     return TableLoad(
         spec=spec,
         chunks=[parse_chunk_key(spec.chunking_type, k) for k in keys],
@@ -111,14 +126,15 @@ def _table_load(
             spec.sf_table,
             find_column(columns, spec.chunking_column, "chunking", spec.config_path) if spec.chunking_column else None,
             spec.source_filter,
-            find_column(columns, spec.source_watermark, "watermark", spec.config_path)
-            if spec.source_watermark
-            else None,
-            spec.watermark_lookback,
+            watermark,
             max_queries=spec.parallel_threads,
         ),
-        full_load=bool(every) and set(keys) >= every,
+        full_load=window is None and bool(every) and set(keys) >= set(every),
         total_chunks=len(every) or None,
         confirm_truncate=config.confirm_truncate,
         run_id=context.run_id,
+        window=window,
+        start_watermark=None if start_high is None else watermark_text(start_high),
+        start_rows=start_rows,
+        table_chunks=[parse_chunk_key(spec.chunking_type, k) for k in every],
     )

@@ -1,4 +1,5 @@
-"""The chunk vocabulary: what a chunk is, its key, and how its bounds are written in Snowflake SQL.
+"""The chunk vocabulary: what a chunk is, its key, how its bounds are written in Snowflake SQL, and
+how watermark values are kept.
 
 Keys encode their bounds (``2024-01-01T000000_2024-01-08T000000``, ``id_0000000000_0001000000``,
 ``null``, ``all``), so a key alone says which rows a partition covers.
@@ -15,7 +16,8 @@ Bound = dt.datetime | dt.date | int
 
 ALL_KEY = "all"  # the single chunk of a table without a chunking column
 NULL_KEY = "null"  # rows whose chunking value is NULL
-INCREMENTAL_PREFIX = "inc_"  # incremental windows: rows with watermark in (lower, upper]
+OUTSIDE_KEY = "outside"  # rows below or above every planned chunk (delete detection looks there too)
+INCREMENTAL_PREFIX = "inc_"  # window partitions of sf2pg before 0.2 (windows now load into chunk partitions)
 _WINDOW_FORMAT = "%Y%m%dT%H%M%S%f"
 _TS_FORMAT = "%Y-%m-%dT%H%M%S"
 _DATE_FORMAT = "%Y-%m-%d"
@@ -43,8 +45,12 @@ class Chunk:
         return self.key.startswith(INCREMENTAL_PREFIX)
 
     @property
+    def is_outside(self) -> bool:
+        return self.key == OUTSIDE_KEY
+
+    @property
     def is_range(self) -> bool:
-        return not (self.is_null or self.is_all or self.is_incremental)
+        return not (self.is_null or self.is_all or self.is_incremental or self.is_outside)
 
 
 @dataclass(frozen=True)
@@ -87,13 +93,27 @@ def parse_chunk_key(kind: ChunkingType | None, key: str) -> Chunk:
     raise ValueError(f"{key!r} is not a chunk key of a table chunked by {kind or 'nothing'}")
 
 
-def window_key(low: Bound, high: Bound) -> str:
-    """Key of the incremental window ``(low, high]`` of watermark values."""
-    if isinstance(low, dt.datetime):
-        return (
-            f"{INCREMENTAL_PREFIX}{naive_utc(low).strftime(_WINDOW_FORMAT)}_{naive_utc(high).strftime(_WINDOW_FORMAT)}"
-        )
-    return f"{INCREMENTAL_PREFIX}{int(low):020d}_{int(high):020d}"
+Watermark = dt.datetime | int  # a DATE watermark travels as its midnight
+
+
+def watermark_text(value: Watermark) -> str:
+    """How a watermark is kept in the ledger and in run tags (text: one column serves timestamps and integers)."""
+    return naive_utc(value).isoformat() if isinstance(value, dt.datetime) else str(int(value))
+
+
+def parse_watermark(text: str) -> Watermark:
+    return int(text) if text.lstrip("-").isdigit() else naive_utc(dt.datetime.fromisoformat(text))
+
+
+def as_watermark(value: Any) -> Watermark | None:
+    """A watermark value as read from either side, in the one form sf2pg compares."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return naive_utc(value)
+    if isinstance(value, dt.date):
+        return dt.datetime.combine(value, dt.time())
+    return int(value)
 
 
 def naive_utc(value: Bound) -> dt.datetime:

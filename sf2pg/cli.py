@@ -143,9 +143,19 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     instance = dagster_instance()
     t0 = time.monotonic()
     with _LoadProgress() as display:
-        outcomes = migrate(config, specs, instance, args.confirm_truncate, on_plan=display.on_plan, log_level=LOG_LEVEL)
+        outcomes = migrate(
+            config,
+            specs,
+            instance,
+            args.confirm_truncate,
+            on_plan=display.on_plan,
+            log_level=LOG_LEVEL,
+            reload=args.reload,
+        )
     print_migration_summary(outcomes, time.monotonic() - t0)
     for o in outcomes:
+        if o.note:
+            console.print(f"note: {o.spec.name}: {o.note}", highlight=False)
         if o.success and o.spec.truncate_onstart and not o.metadata.get("truncated"):
             console.print(
                 f"note: {o.spec.name}: truncate_onstart is set, but truncation needs --confirm-truncate and a load "
@@ -161,6 +171,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     failed = [o for o in outcomes if not o.success]
     for outcome in failed:
         err_console.print(f"✗ {outcome.spec.name}: {outcome.error}", highlight=False, markup=False, soft_wrap=True)
+        for line in outcome.check_failures[:20]:
+            err_console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
     return 1 if failed else 0
 
 
@@ -205,6 +217,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     for o in outcomes:
         if not o.success:
             err_console.print(f"✗ {o.spec.name}: {o.note}", highlight=False, markup=False, soft_wrap=True)
+            for line in o.check_failures[:20]:
+                err_console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
     return 0 if all(o.success for o in outcomes) else 1
 
 
@@ -349,13 +363,21 @@ def build_parser() -> argparse.ArgumentParser:
     tables_args(p)
     p.add_argument("--no-register", action="store_true", help="print the plan without registering partitions")
     p = add(
-        "migrate", cmd_migrate, "Plan and load every partition of the selected tables headless; non-zero on failure."
+        "migrate",
+        cmd_migrate,
+        "Plan, then load the chunks of the selected tables not loaded yet (resumes; --reload loads all); "
+        "non-zero on failure.",
     )
     tables_args(p)
     p.add_argument(
         "--confirm-truncate",
         action="store_true",
         help="allow truncate_onstart tables to be truncated before this full load",
+    )
+    p.add_argument(
+        "--reload",
+        action="store_true",
+        help="load every chunk again (default: resume, loading only chunks not loaded yet)",
     )
     p = add("sync", cmd_sync, "One incremental pass: load each table's new watermark window; non-zero on failure.")
     tables_args(p)

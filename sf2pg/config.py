@@ -119,7 +119,12 @@ class TableConfig(_Strict):
     delete_max_ratio: float = Field(
         default=0.1, gt=0, le=1, description="refuse to delete more than this share of a chunk's rows"
     )
-    watermark_lookback: int = Field(default=0, ge=0, description="margin re-read below the last loaded watermark")
+    watermark_lookback: int | None = Field(
+        default=None,
+        ge=0,
+        description="margin re-read below the settled watermark, in its unit (seconds, days, or units); "
+        "null: 900 seconds for a timestamp watermark, 1 day for a date, 0 for a number",
+    )
     max_partitions_per_run: int | None = Field(
         default=None, ge=1, description="split a backfill into runs of at most this many chunks; null: one run"
     )
@@ -208,7 +213,7 @@ class TableSpec:
     rows_per_chunk: int
     nul_bytes: Literal["fail", "strip"]
     config_path: str
-    watermark_lookback: int = 0
+    watermark_lookback: int | None = None  # None: the default for the watermark's type (sf2pg.incremental)
     blocking_checks: bool = True
     delete_detection: Literal["keys"] | None = None
     delete_max_ratio: float = 0.1
@@ -553,14 +558,6 @@ def _table_problems(table: TableConfig, path: str, invalid: set[str]) -> list[Co
                 "incremental sync merges by key, but the table has no uniqueness_columns",
                 "add uniqueness_columns; or set insert_only_mode for append-only sync; "
                 "or drop source_watermark and reload in full",
-            )
-        )
-    if keyless and table.watermark_lookback:
-        problems.append(
-            ConfigProblem(
-                f"{path}.watermark_lookback",
-                "re-reading rows without uniqueness_columns would duplicate them",
-                "set it to 0 for append-only sync, or add uniqueness_columns",
             )
         )
     if table.target_watermark and not table.source_watermark and "source_watermark" not in invalid:

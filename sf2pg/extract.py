@@ -46,37 +46,35 @@ def where_clause(source_filter: str | None, chunk_predicate: str | None = None) 
     return " AND ".join(parts) or "TRUE"
 
 
-def window_predicate(watermark: SourceColumn, chunk: Chunk, lookback: int = 0) -> str:
-    """``(low - lookback, high]`` on the watermark column, to the microsecond PostgreSQL keeps."""
+def window_predicate(watermark: SourceColumn, chunk: Chunk) -> str:
+    """A window chunk's rows: ``lower <= watermark <= upper`` (both inclusive; see ``sf2pg.incremental``),
+    to the microsecond PostgreSQL keeps."""
     low, high = chunk.lower, chunk.upper
     col = sf_quote(watermark.name)
     if isinstance(low, dt.datetime):
         sf_type = watermark.data_type.upper()
         sf_type = sf_type if sf_type.startswith("TIMESTAMP") else "TIMESTAMP_NTZ"
-        low -= dt.timedelta(seconds=lookback)
         # high was read at microseconds; "< high + 1us" keeps rows with nanoseconds beyond it
-        return (
-            f"{col} > {sf_literal(low, sf_type)} AND {col} < {sf_literal(high + dt.timedelta(microseconds=1), sf_type)}"  # type: ignore[operator]
-        )
-    return f"{col} > {int(low) - lookback} AND {col} <= {int(high)}"  # type: ignore[arg-type]
+        return f"{col} >= {sf_literal(low, sf_type)} AND {col} < {sf_literal(high + dt.timedelta(microseconds=1), sf_type)}"  # type: ignore[operator]
+    return f"{col} >= {int(low)} AND {col} <= {int(high)}"  # type: ignore[arg-type]
 
 
-def chunk_predicate(
-    column: SourceColumn | None, chunk: Chunk, watermark: SourceColumn | None = None, lookback: int = 0
-) -> str | None:
+def chunk_predicate(column: SourceColumn | None, chunk: Chunk, watermark: SourceColumn | None = None) -> str | None:
     """The Snowflake predicate selecting a chunk's rows (half-open range, IS NULL, or a watermark window)."""
     if chunk.is_incremental:
         if watermark is None:
             raise UnknownColumnError(
                 f"chunk {chunk.key} is an incremental window but the table has no source_watermark"
             )
-        return window_predicate(watermark, chunk, lookback)
+        return window_predicate(watermark, chunk)
     if chunk.is_all or column is None:
         return None
     col = sf_quote(column.name)
     if chunk.is_null:
         return f"{col} IS NULL"
     sf_type = column.data_type.upper()
+    if chunk.is_outside:
+        return f"{col} < {sf_literal(chunk.lower, sf_type)} OR {col} >= {sf_literal(chunk.upper, sf_type)}"
     return f"{col} >= {sf_literal(chunk.lower, sf_type)} AND {col} < {sf_literal(chunk.upper, sf_type)}"
 
 
@@ -89,11 +87,10 @@ def chunk_query(
     chunk: Chunk,
     source_filter: str | None,
     watermark: SourceColumn | None = None,
-    lookback: int = 0,
 ) -> str:
     """SELECT of the chunk's rows, naming every column explicitly."""
     select = ", ".join(sf_quote(c.name) for c in columns)
-    where = where_clause(source_filter, chunk_predicate(chunk_column, chunk, watermark, lookback))
+    where = where_clause(source_filter, chunk_predicate(chunk_column, chunk, watermark))
     return f"SELECT {select} FROM {sf_qualified(database, schema, table)} WHERE {where}"
 
 
@@ -218,12 +215,11 @@ class SnowflakeChunkSource:
         chunk_column: SourceColumn | None,
         source_filter: str | None,
         watermark: SourceColumn | None = None,
-        lookback: int = 0,
         max_queries: int | None = None,
     ) -> None:
         self._snowflake = snowflake  # anything with a get_connection() context manager
         self._slots = threading.BoundedSemaphore(max_queries) if max_queries else None
-        self._watermark, self._lookback = watermark, lookback
+        self._watermark = watermark
         self._where = (database, schema, table)
         self._chunk_column = chunk_column
         self._filter = source_filter
@@ -233,9 +229,7 @@ class SnowflakeChunkSource:
         self._closed = False
 
     def query_text(self, chunk: Chunk, columns: list[SourceColumn]) -> str:
-        return chunk_query(
-            *self._where, columns, self._chunk_column, chunk, self._filter, self._watermark, self._lookback
-        )
+        return chunk_query(*self._where, columns, self._chunk_column, chunk, self._filter, self._watermark)
 
     def open(self, chunk: Chunk, columns: list[SourceColumn]) -> Prefetched:
         # The query starts now, in the background: the prefetch thread takes a session and reads ahead.

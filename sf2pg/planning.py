@@ -25,6 +25,7 @@ from sf2pg.chunks import (
     parse_chunk_key,
     sf_literal,
 )
+from sf2pg.config import TableSpec
 from sf2pg.extract import find_column, where_clause
 from sf2pg.identifiers import sf_qualified, sf_quote
 from sf2pg.typemap import SourceColumn
@@ -224,10 +225,13 @@ def plan_table(
     source_filter: str | None,
     rows_per_chunk: int,
     existing_keys: Iterable[str] = (),
+    only_where: str | None = None,
 ) -> Plan:
-    """Plan one table with one aggregated query (two when dense buckets need splitting)."""
+    """Plan one table with one aggregated query (two when dense buckets need splitting).
+
+    ``only_where`` narrows the query to some rows (the edges beyond the chunks already planned)."""
     table_sql = sf_qualified(database, schema, table)
-    where = where_clause(source_filter)
+    where = where_clause(source_filter, only_where)
     queries: list[str] = []
 
     def run(query: str) -> list:
@@ -251,3 +255,34 @@ def plan_table(
         buckets = replace_dense(buckets, dense, refined_buckets(kind, run(refine)))
     chunks, new = plan_chunks(kind, buckets, nulls, rows_per_chunk, existing_keys)
     return Plan(chunks, new, len(queries), queries)
+
+
+def plan_edges(sf_conn: Any, spec: TableSpec, columns: list[SourceColumn], chunks: Sequence[Chunk]) -> list[Chunk]:
+    """New chunks for the rows beyond the known chunks' range, planned with one aggregated query over just
+    those rows (cheap where the chunking column follows insertion order, as pruning then skips the rest).
+
+    The topmost new chunk reaches ahead by a typical chunk's width, so rows that keep arriving beyond it
+    land in it instead of making a chunk per sync: the partition set grows with the data."""
+    ranges = sorted((c for c in chunks if c.is_range), key=lambda c: c.lower)  # type: ignore[arg-type,return-value]
+    if not ranges or spec.chunking_column is None or spec.chunking_type is None:
+        return []
+    column = find_column(columns, spec.chunking_column, "chunking", spec.config_path)
+    col, sf_type = sf_quote(column.name), column.data_type.upper()
+    low, high = ranges[0].lower, max(c.upper for c in ranges)  # type: ignore[type-var]
+    outside = f"{col} < {sf_literal(low, sf_type)} OR {col} >= {sf_literal(high, sf_type)}"
+    plan = plan_table(
+        sf_conn, spec.sf_database, spec.sf_schema, spec.sf_table, columns, spec.chunking_column,
+        spec.chunking_type, spec.source_filter, spec.rows_per_chunk, [c.key for c in chunks], only_where=outside,
+    )  # fmt: skip
+    new = set(plan.new_keys)
+    edges = [c for c in plan.chunks if c.key in new and c.is_range]
+    if edges and edges[-1].lower >= high:  # type: ignore[operator]
+        top = edges[-1]
+        widths = sorted(c.upper - c.lower for c in ranges)  # type: ignore[operator]
+        try:
+            reach = top.lower + widths[len(widths) // 2]  # type: ignore[operator]
+        except OverflowError:  # a chunk near year 9999 reaches no further
+            reach = top.upper
+        if reach > top.upper:  # type: ignore[operator]
+            edges[-1] = Chunk(chunk_key(spec.chunking_type, top.lower, reach), top.lower, reach, top.estimated_rows)  # type: ignore[arg-type]
+    return edges

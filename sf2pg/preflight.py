@@ -9,6 +9,7 @@ import psycopg
 
 from sf2pg.config import AppConfig, TableSpec
 from sf2pg.extract import UnknownColumnError, describe_table, find_column
+from sf2pg.incremental import target_column_name
 from sf2pg.load.target import TargetSchemaError, plan_columns, prepare_target
 from sf2pg.resources import PostgresResource, snowflake_resource
 from sf2pg.typemap import SourceColumn
@@ -61,6 +62,21 @@ def check_connections(config: AppConfig) -> list[str]:
 def _check_target(postgres: PostgresResource, spec: TableSpec, columns: list[SourceColumn], where: str) -> None:
     """Prepare the target exactly as a run would, inside a transaction that is always rolled back."""
     with postgres.get_connection(spec.pg_database) as conn, conn.transaction(force_rollback=True):
-        prepare_target(
-            conn, spec.pg_schema, spec.pg_table, columns, spec.uniqueness_columns, spec.chunking_column, where
+        target = prepare_target(
+            conn,
+            spec.pg_schema,
+            spec.pg_table,
+            columns,
+            spec.uniqueness_columns,
+            spec.chunking_column,
+            where,
+            spec.source_watermark,
         )
+        if spec.target_watermark and target.watermark_column:
+            named = target_column_name(target.column_names, spec.target_watermark)
+            if named != target.watermark_column.target:
+                raise TargetSchemaError(
+                    f"{spec.config_path}.target_watermark: {spec.target_watermark!r} is not the target column the "
+                    f"source_watermark {spec.source_watermark!r} loads into ({target.watermark_column.target!r}); "
+                    "remove target_watermark (it follows source_watermark) or name that column"
+                )

@@ -1,7 +1,7 @@
-"""Headless runs for the CLI: plan, then materialize each table's partitions in one ranged run.
+"""Headless runs for the CLI: plan, then materialize each table's partitions in ranged runs.
 
-The same assets and IO manager as in the Dagster UI run here in-process, so the CLI and a Dagster
-backfill load identically.
+The same assets, IO manager and checks as in the Dagster UI run here in-process (as jobs named after
+the command and the table, tagged with the table), so the CLI and a Dagster backfill load identically.
 """
 
 from __future__ import annotations
@@ -10,17 +10,29 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from dagster import AssetsDefinition, DagsterEventType, DagsterInstance, ExecuteInProcessResult, materialize
+from dagster import (
+    AssetsDefinition,
+    AssetSelection,
+    DagsterEventType,
+    DagsterInstance,
+    Definitions,
+    ExecuteInProcessResult,
+    define_asset_job,
+    in_process_executor,
+)
 from dagster._core.execution.plan.objects import ErrorSource
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from psycopg import sql
 
 from sf2pg.assets import build_table_asset
 from sf2pg.build import build_resources
 from sf2pg.checks import build_table_checks
+from sf2pg.chunks import watermark_text
 from sf2pg.config import AppConfig, TableSpec
-from sf2pg.partitions import partitions_name, replan
+from sf2pg.errors import InputError
+from sf2pg.load import ledger
+from sf2pg.partitions import partitions_name, replan, report_loaded, run_tags
 from sf2pg.planning import Plan
 from sf2pg.resources import PostgresResource, snowflake_resource
 
@@ -35,6 +47,8 @@ class TableOutcome:
     error: str | None = None
     metadata: dict = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)  # check name -> passed
+    check_failures: list[str] = field(default_factory=list)  # one line per failed check evaluation
+    note: str = ""
 
 
 def failure_message(result: object) -> str:
@@ -49,15 +63,6 @@ def failure_message(result: object) -> str:
         if not error.cls_name.startswith(("Dagster", "RetryRequested")):
             message = f"{message}: {error.message.strip()}"
     return re.sub(r"^(\w+\.)+\w+: ", "", message)  # "dagster._core...Failure: why" -> "why"
-
-
-def _materialize(assets: list, **kwargs: Any) -> ExecuteInProcessResult:
-    """``materialize`` that lets Ctrl-C stop the command: Dagster ends an interrupted run as a failed
-    result and returns, and a command over several tables would go on with the next one."""
-    result = materialize(assets, raise_on_error=False, **kwargs)
-    if any(e.is_step_failure and e.step_failure_data.error_source == ErrorSource.INTERRUPT for e in result.all_events):
-        raise KeyboardInterrupt
-    return result
 
 
 def run_metadata(result: object) -> dict:
@@ -88,17 +93,103 @@ def select_tables(config: AppConfig, source: str | None, tables: list[str] | Non
 
 
 def plan_tables(
-    specs: list[TableSpec], instance: DagsterInstance | None, on_plan: Callable[[TableSpec, Plan], None] | None = None
+    specs: list[TableSpec],
+    instance: DagsterInstance | None,
+    on_plan: Callable[[TableSpec, Plan], None] | None = None,
+    refused: dict[str, str] | None = None,
 ) -> dict[str, Plan]:
-    """Plan every table (one aggregated query each) and register new chunks with Dagster."""
+    """Plan every table (one aggregated query each), keep the plan in the ledger, register new chunks.
+
+    With ``refused``, a table whose input is bad (its Snowflake table missing, its target loaded by
+    another source...) is noted there and the others are planned; without it, the error is raised."""
     plans = {}
     postgres = PostgresResource()
     with snowflake_resource(resolve=True).get_connection() as conn:
         for spec in specs:
-            plans[spec.name] = replan(spec, conn, instance, postgres)
+            try:
+                plans[spec.name] = replan(spec, conn, instance, postgres)
+            except InputError as exc:
+                if refused is None:
+                    raise
+                refused[spec.name] = str(exc)
+                continue
             if on_plan:
                 on_plan(spec, plans[spec.name])
     return plans
+
+
+# ---- running a table's job in-process ------------------------------------------------------------
+
+
+def job_name(command: str, spec: TableSpec) -> str:
+    """``migrate__shop__orders``: what Dagster's Runs page shows for a run the CLI launched."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", f"{command}__{spec.source_name}__{spec.pg_table}")
+
+
+def run_table_job(
+    command: str,
+    spec: TableSpec,
+    instance: DagsterInstance,
+    resources: dict,
+    tags: dict[str, str],
+    run_config: dict | None = None,
+) -> ExecuteInProcessResult:
+    """Materialize the table's asset and its checks in-process, as a job named after the command and
+    the table. Ctrl-C stops the command: Dagster ends an interrupted run as a failed result and
+    returns, and a command over several tables would go on with the next one."""
+    assets_def: AssetsDefinition = build_table_asset(spec)
+    name = job_name(command, spec)
+    defs = Definitions(
+        assets=[assets_def],
+        asset_checks=build_table_checks(spec, spec.blocking_checks),
+        jobs=[define_asset_job(name, selection=AssetSelection.assets(assets_def.key))],
+        resources=resources,
+        executor=in_process_executor,
+    )
+    result = defs.resolve_job_def(name).execute_in_process(
+        instance=instance, tags={**run_tags(spec), **tags}, run_config=run_config or {}, raise_on_error=False
+    )
+    if any(e.is_step_failure and e.step_failure_data.error_source == ErrorSource.INTERRUPT for e in result.all_events):
+        raise KeyboardInterrupt
+    return result
+
+
+def _note_checks(result: ExecuteInProcessResult, outcome: TableOutcome | SyncOutcome) -> None:
+    """Every check evaluation of the run; a failed one is one line naming its chunk and what differs."""
+    for evaluation in result.get_asset_check_evaluations():
+        name = evaluation.check_name
+        outcome.checks[name] = outcome.checks.get(name, True) and evaluation.passed
+        if not evaluation.passed:
+            where = f" chunk {evaluation.partition}" if getattr(evaluation, "partition", None) else ""
+            outcome.check_failures.append(f"check {name} failed{where}: {evaluation.description or 'mismatch'}")
+
+
+def _logging(log_level: str) -> dict:
+    return {"loggers": {"console": {"config": {"log_level": log_level}}}}
+
+
+def _ranges(order: list[str], wanted: set[str]) -> list[tuple[str, str]]:
+    """Maximal runs of consecutive partitions (in Dagster's order) that are all wanted."""
+    out: list[list[str]] = []
+    previous_wanted = False
+    for key in order:
+        if key in wanted:
+            if previous_wanted:
+                out[-1][1] = key
+            else:
+                out.append([key, key])
+        previous_wanted = key in wanted
+    return [(first, last) for first, last in out]
+
+
+def _add_metadata(total: dict, more: dict) -> None:
+    for key, value in more.items():
+        if isinstance(value, int | float) and not isinstance(value, bool) and key in total:
+            total[key] += value
+        elif key == "mode" and key in total:
+            total[key] = f"{total[key]}; {value}"
+        else:
+            total.setdefault(key, value)
 
 
 def migrate(
@@ -109,42 +200,105 @@ def migrate(
     on_plan: Callable[[TableSpec, Plan], None] | None = None,
     on_table_done: Callable[[TableOutcome], None] | None = None,
     log_level: str = "INFO",
+    reload: bool = False,
 ) -> list[TableOutcome]:
-    """Plan, then load every partition of each table in one run per table (a single-run backfill)."""
+    """Plan, then load each table's chunks that are not loaded yet (all of them with ``reload``), one
+    run per contiguous range of them (a single run for a first load). A chunk that completed stays as
+    it is: a re-run after a failure or a kill reads only what is missing."""
     resources = build_resources(resolve_env=True)
-    plans = plan_tables(specs, instance, on_plan)
+    refused: dict[str, str] = {}
+    plans = plan_tables(specs, instance, on_plan, refused)
+    postgres = PostgresResource()
     outcomes = []
     for spec in specs:
-        outcome = TableOutcome(spec, plans[spec.name])
-        keys = list(instance.get_dynamic_partitions(partitions_name(spec)))
-        if not keys:
-            outcome.success = True
-            outcomes.append(outcome)
+        if spec.name in refused:
+            outcomes.append(TableOutcome(spec, None, success=False, error=refused[spec.name]))
             continue
-        assets_def: AssetsDefinition = build_table_asset(spec)
-        result = _materialize(
-            [assets_def, *build_table_checks(spec, spec.blocking_checks)],
-            instance=instance,
-            resources=resources,
-            run_config={
-                "ops": {assets_def.op.name: {"config": {"confirm_truncate": confirm_truncate}}},
-                "loggers": {"console": {"config": {"log_level": log_level}}},
-            },
-            tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
-        )
-        outcome.success = result.success
-        if not result.success:
-            outcome.error = failure_message(result)
-        else:
-            outcome.metadata = run_metadata(result)
-            for evaluation in result.get_asset_check_evaluations():  # chunk checks: one per partition
-                outcome.checks[evaluation.check_name] = outcome.checks.get(evaluation.check_name, True) and (
-                    evaluation.passed
-                )
+        outcome = TableOutcome(spec, plans[spec.name], success=True)
+        order = [k for k in instance.get_dynamic_partitions(partitions_name(spec)) if not k.startswith("inc_")]
+        _tidy_up_after_an_interrupted_load(spec, postgres)
+        if reload:
+            with postgres.get_connection(spec.pg_database) as conn:
+                ledger.request_reload(conn, spec.pg_schema, spec.pg_table)
+        report_loaded(instance, spec, postgres)  # chunks loaded while this instance was not looking
+        todo = _to_load(postgres, spec) & set(order)
+        if order and not todo:
+            outcome.note = f"all {len(order)} chunk(s) already loaded (--reload loads them again)"
+        for first, last in _ranges(order, todo):
+            result = run_table_job(
+                "migrate",
+                spec,
+                instance,
+                resources,
+                {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
+                {
+                    "ops": {build_table_asset(spec).op.name: {"config": {"confirm_truncate": confirm_truncate}}},
+                    **_logging(log_level),
+                },
+            )
+            if result.success:
+                _add_metadata(outcome.metadata, run_metadata(result))
+            else:
+                outcome.success = False
+                outcome.error = failure_message(result)
+            _note_checks(result, outcome)
+        if outcome.success:
+            missing = [k for k in order if _states(postgres, spec).get(k) != "completed"]
+            if missing:
+                outcome.success = False
+                outcome.error = f"{len(missing)} of {len(order)} chunk(s) are not loaded: {', '.join(missing[:5])}"
+        if outcome.check_failures:
+            outcome.success = False
+            outcome.error = outcome.error or "; ".join(outcome.check_failures[:5])
         outcomes.append(outcome)
         if on_table_done:
             on_table_done(outcome)
     return outcomes
+
+
+def _to_load(postgres: PostgresResource, spec: TableSpec) -> set[str]:
+    _states(postgres, spec)  # a dropped target is planned again first
+    with postgres.get_connection(spec.pg_database) as conn:
+        return ledger.to_load(conn, spec.pg_schema, spec.pg_table)
+
+
+def _tidy_up_after_an_interrupted_load(spec: TableSpec, postgres: PostgresResource) -> None:
+    """A full load killed after its last chunk but before it rebuilt what it dropped leaves nothing to
+    resume; rebuild its indexes (and key) now. A key it received twice empties and fails the chunks
+    holding it (``keys.rebuild``), which the resumed migration then loads."""
+    from sf2pg.load import indexes, keys
+    from sf2pg.load.target import prepare_target
+    from sf2pg.partitions import source_columns
+
+    with postgres.get_connection(spec.pg_database) as conn:
+        if not indexes.saved_any(conn, spec.pg_schema, spec.pg_table):
+            return
+    with snowflake_resource(resolve=True).get_connection() as sf:
+        columns = source_columns(sf, spec)
+    with postgres.get_connection(spec.pg_database) as conn:
+        where = f"table {spec.name} ({spec.config_path})"
+        target = prepare_target(
+            conn, spec.pg_schema, spec.pg_table, columns, spec.uniqueness_columns, spec.chunking_column, where
+        )
+        if not indexes.lock_indexes(conn, spec.pg_schema, spec.pg_table):
+            return  # a load of the table is running: it rebuilds them when it ends
+        try:
+            keys.rebuild(conn, target, spec.chunking_type, None)
+        finally:
+            indexes.unlock_indexes(conn, spec.pg_schema, spec.pg_table)
+
+
+def _states(postgres: PostgresResource, spec: TableSpec) -> dict[str, str]:
+    """The ledger's chunk states; a target table dropped since holds nothing, whatever they said."""
+    with postgres.get_connection(spec.pg_database) as conn:
+        states = ledger.chunk_states(conn, spec.pg_schema, spec.pg_table)
+        name = sql.Identifier(spec.pg_schema, spec.pg_table).as_string(conn)
+        gone = conn.execute("SELECT to_regclass(%s) IS NULL", (name,)).fetchone()[0]
+        if gone and "completed" in states.values():
+            with conn.transaction():
+                ledger.reset_chunks(conn, spec.pg_schema, spec.pg_table)
+            states = ledger.chunk_states(conn, spec.pg_schema, spec.pg_table)
+        return states
 
 
 def known_chunks(spec: TableSpec, instance: DagsterInstance | None, sf_conn: object) -> list:
@@ -175,7 +329,10 @@ def verify(specs: list[TableSpec], instance: DagsterInstance | None) -> list:
         for spec in specs:
             with postgres.get_connection(spec.pg_database) as pg:
                 chunks = known_chunks(spec, instance, sf)
-                verdicts.append(verify_table(sf, pg, spec, source_columns(sf, spec), chunks))
+                verdict = verify_table(sf, pg, spec, source_columns(sf, spec), chunks)
+                # a chunk found different is reloaded by the next `sf2pg migrate`, once the cause is fixed
+                ledger.record_checks(pg, spec.pg_schema, spec.pg_table, {c.key: c.passed for c in verdict.chunks})
+                verdicts.append(verdict)
     return verdicts
 
 
@@ -184,17 +341,19 @@ class SyncOutcome:
     """What one incremental pass did to one table."""
 
     spec: TableSpec
-    window: str | None = None  # the partition key loaded, if any
+    window: str | None = None  # the watermark range loaded, if any
     note: str = ""
     success: bool = True
     metadata: dict = field(default_factory=dict)
     deleted: int = 0  # rows removed by delete detection
+    checks: dict[str, bool] = field(default_factory=dict)
+    check_failures: list[str] = field(default_factory=list)
 
 
 def sync(specs: list[TableSpec], instance: DagsterInstance, log_level: str = "INFO") -> list[SyncOutcome]:
-    """One pass of the sensor's logic, headless: load each table's next watermark window."""
-    from sf2pg.incremental import next_window
-    from sf2pg.partitions import source_columns
+    """One incremental pass, headless: the sensor's decision (``plan_window``) and its run, per table."""
+    from sf2pg.incremental import plan_window
+    from sf2pg.partitions import known_chunks, register, source_columns, window_run
 
     resources = build_resources(resolve_env=True)
     postgres = PostgresResource()
@@ -204,79 +363,27 @@ def sync(specs: list[TableSpec], instance: DagsterInstance, log_level: str = "IN
             if not spec.source_watermark:
                 outcomes.append(SyncOutcome(spec, note="no source_watermark: not synced"))
                 continue
+            chunks = known_chunks(spec, instance, postgres)
+            register(instance, spec, chunks)  # a throwaway instance learns the plan from the ledger
             with postgres.get_connection(spec.pg_database) as pg:
-                window = next_window(sf, pg, spec, source_columns(sf, spec))
-            if window.high is None:
-                note = "not loaded yet: run sf2pg migrate first" if window.low is None else "up to date"
-                outcome = SyncOutcome(spec, note=note, success=window.low is not None)
-                if window.low is not None:
-                    _detect_deletes(spec, instance, outcome)
-                outcomes.append(outcome)
+                plan = plan_window(sf, pg, spec, source_columns(sf, spec), chunks)
+            run = window_run(spec, plan, instance)
+            if run is None:
+                outcomes.append(SyncOutcome(spec, note=plan.note or "up to date", success=plan.loaded))
                 continue
-            key = window.key
-            if not instance.has_dynamic_partition(partitions_name(spec), key):
-                instance.add_dynamic_partitions(partitions_name(spec), [key])
-            assets_def = build_table_asset(spec)
-            result = _materialize(
-                [assets_def, *build_table_checks(spec, spec.blocking_checks)],
-                instance=instance,
-                resources=resources,
-                partition_key=key,
-                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-            )
-            outcome = SyncOutcome(spec, key, success=result.success)
+            result = run_table_job("sync", spec, instance, resources, run.tags, _logging(log_level))
+            window = plan.window
+            assert window is not None
+            outcome = SyncOutcome(spec, f"{watermark_text(window.read_from)} .. {watermark_text(window.high)}")
+            outcome.success = result.success
             if result.success:
                 outcome.metadata = run_metadata(result)
+                outcome.deleted = int(outcome.metadata.get("rows_deleted_by_delete_detection", 0))
             else:
                 outcome.note = failure_message(result)
-            if outcome.success:
-                _detect_deletes(spec, instance, outcome)
+            _note_checks(result, outcome)
+            if outcome.check_failures:
+                outcome.success = False
+                outcome.note = outcome.note or "; ".join(outcome.check_failures[:5])
             outcomes.append(outcome)
     return outcomes
-
-
-def _detect_deletes(spec: TableSpec, instance: DagsterInstance, outcome: SyncOutcome) -> None:
-    """Delete detection for a table that asks for it; a guard failure fails the table's outcome."""
-    from sf2pg.load.deletes import DeleteGuardError
-
-    if spec.delete_detection != "keys":
-        return
-    try:
-        outcome.deleted = detect_table_deletes(spec, instance)
-    except DeleteGuardError as exc:
-        outcome.success, outcome.note = False, str(exc)
-
-
-def detect_table_deletes(spec: TableSpec, instance: DagsterInstance | None) -> int:
-    """Compare key sets chunk by chunk and delete target rows whose keys left the source."""
-    from sf2pg.extract import SnowflakeChunkSource, find_column
-    from sf2pg.load.conform import conform
-    from sf2pg.load.deletes import delete_vanished, key_target
-    from sf2pg.load.target import prepare_target
-    from sf2pg.partitions import source_columns
-
-    snowflake = snowflake_resource(resolve=True)
-    with snowflake.get_connection() as sf:
-        columns = source_columns(sf, spec)
-        chunks = known_chunks(spec, instance, sf)
-    where = f"table {spec.name} ({spec.config_path})"
-    chunk_col = find_column(columns, spec.chunking_column, "chunking", where) if spec.chunking_column else None
-    source = SnowflakeChunkSource(
-        snowflake, spec.sf_database, spec.sf_schema, spec.sf_table, chunk_col, spec.source_filter
-    )
-    deleted = 0
-    try:
-        with PostgresResource().get_connection(spec.pg_database) as pg:
-            target = prepare_target(
-                pg, spec.pg_schema, spec.pg_table, columns, spec.uniqueness_columns, spec.chunking_column, where
-            )
-            keys = key_target(target)
-            key_sources = [c.source for c in keys.columns]
-            for chunk in chunks:
-                batches = conform(source.open(chunk, key_sources), keys, spec.batch_size, "fail", where)
-                deleted += delete_vanished(
-                    pg, target, chunk, batches, spec.delete_max_ratio, f"{where}, chunk {chunk.key}"
-                )
-    finally:
-        source.close()
-    return deleted

@@ -1,17 +1,22 @@
-"""Watermark sensors: one per source, asking Snowflake one cheap aggregate per table per tick.
+"""Watermark sensors: one per source, asking Snowflake one query per tick for every table's watermark.
 
-When a table's source watermark has moved past what the target holds, the sensor registers the
-window ``(low, high]`` as a partition and requests a run for it. Several tables changing at once are
-one tick. The cursor keeps the last seen maximum and row count per table, so an unchanged source
-costs no PostgreSQL query at all.
+A tick reads each table's maximum watermark and row count in a single statement. A table whose
+source has not moved since the last tick (and whose last window run succeeded) costs nothing more:
+no PostgreSQL query. For a table that moved, it asks the same decision function as ``sf2pg sync``
+(``sf2pg.incremental.plan_window``) and requests a run over the chunk partitions the window's rows
+fall in. While a window run of a table is queued or running, no other is requested for it.
 """
 
+from __future__ import annotations
+
 import json
+from typing import Any
 
 from dagster import (
-    AddDynamicPartitionsRequest,
+    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
@@ -21,10 +26,33 @@ from dagster import (
 from dagster_snowflake import SnowflakeResource
 
 from sf2pg.assets import asset_key
+from sf2pg.chunks import as_watermark, watermark_text
 from sf2pg.config import TableSpec
-from sf2pg.incremental import next_window, watermark_text
-from sf2pg.partitions import partitions_name, source_columns
+from sf2pg.extract import find_column, where_clause
+from sf2pg.identifiers import sf_qualified, sf_quote
+from sf2pg.incremental import plan_window
+from sf2pg.partitions import known_chunks, source_columns, window_run
 from sf2pg.resources import PostgresResource
+
+_IN_FLIGHT = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+]
+_DONE_BADLY = (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+
+
+def watermarks_query(tables: list[tuple[TableSpec, str]]) -> str:
+    """Every table's (max watermark, row count) in one statement: a cross join of one-row aggregates."""
+    parts = [
+        f"(SELECT MAX({sf_quote(column)}) AS h{i}, COUNT(*) AS n{i} "
+        f"FROM {sf_qualified(spec.sf_database, spec.sf_schema, spec.sf_table)} "
+        f"WHERE {where_clause(spec.source_filter)}) AS t{i}"
+        for i, (spec, column) in enumerate(tables)
+    ]
+    return f"SELECT * FROM {', '.join(parts)}"
 
 
 def build_watermark_sensor(
@@ -44,34 +72,55 @@ def build_watermark_sensor(
     def watermarks(
         context: SensorEvaluationContext, snowflake: SnowflakeResource, postgres: PostgresResource
     ) -> SensorResult | SkipReason:
-        cursor = json.loads(context.cursor) if context.cursor else {}
-        runs, additions, notes = [], [], []
+        cursor: dict[str, Any] = json.loads(context.cursor) if context.cursor else {}
+        runs, notes = [], []
         with snowflake.get_connection() as sf:
-            for spec in tables:
+            columns = {spec.name: source_columns(sf, spec) for spec in tables}
+            named = [
+                (spec, find_column(columns[spec.name], spec.source_watermark, "watermark", spec.config_path).name)  # type: ignore[arg-type]
+                for spec in tables
+            ]
+            cur = sf.cursor()
+            try:
+                row = cur.execute(watermarks_query(named)).fetchone()
+            finally:
+                cur.close()
+            for i, spec in enumerate(tables):
+                high, rows = as_watermark(row[2 * i]), int(row[2 * i + 1])
                 seen = cursor.get(spec.name, {})
+                now = {"high": None if high is None else watermark_text(high), "rows": rows}
+                pending = seen.get("run")
+                if pending:
+                    status = _run_status(context, pending)
+                    if status in _IN_FLIGHT:
+                        notes.append(f"{spec.name}: a window run is still in flight")
+                        continue  # keep the cursor: the next tick looks again
+                    if status in _DONE_BADLY:
+                        seen = {}  # look at the ledger again: the window did not land
+                if seen and seen.get("high") == now["high"] and seen.get("rows") == rows:
+                    cursor[spec.name] = {**now, "run": None}
+                    continue  # the source has not moved: no PostgreSQL query at all
                 with postgres.get_connection(spec.pg_database) as pg:
-                    window = next_window(sf, pg, spec, source_columns(sf, spec))
-                high = None if window.high is None else watermark_text(window.high)
-                cursor[spec.name] = {"high": high or seen.get("high"), "rows": window.source_rows}
-                if window.high is None:
-                    if window.low is None:
-                        notes.append(f"{spec.name}: not loaded yet (run a backfill first)")
-                    continue
-                key = window.key
-                name = partitions_name(spec)
-                if not context.instance.has_dynamic_partition(name, key):
-                    additions.append(AddDynamicPartitionsRequest(name, [key]))
-                runs.append(
-                    RunRequest(
-                        run_key=f"{spec.name}:{key}",
-                        partition_key=key,
-                        asset_selection=[asset_key(spec)],
-                        tags={"sf2pg/incremental": "true"},
+                    plan = plan_window(
+                        sf, pg, spec, columns[spec.name], known_chunks(spec, context.instance, postgres), (high, rows)
                     )
-                )
+                run = window_run(spec, plan, context.instance)
+                if run is None:
+                    cursor[spec.name] = {**now, "run": None}
+                    if plan.note and plan.note != "up to date":
+                        notes.append(f"{spec.name}: {plan.note}")
+                    continue
+                runs.append(RunRequest(run_key=run.run_key, asset_selection=[asset_key(spec)], tags=run.tags))
+                cursor[spec.name] = {**now, "run": run.run_key}
         if not runs:
             context.update_cursor(json.dumps(cursor))
             return SkipReason("; ".join(notes) or "every table is up to date")
-        return SensorResult(run_requests=runs, dynamic_partitions_requests=additions, cursor=json.dumps(cursor))
+        return SensorResult(run_requests=runs, cursor=json.dumps(cursor))
 
     return watermarks
+
+
+def _run_status(context: SensorEvaluationContext, run_key: str) -> DagsterRunStatus | None:
+    """The status of the newest run this sensor requested under ``run_key`` (None if it never started)."""
+    found = context.instance.get_runs(RunsFilter(tags={"dagster/run_key": run_key}), limit=1)
+    return found[0].status if found else None

@@ -13,7 +13,13 @@ CREATE TABLE IF NOT EXISTS migration_status.table_state (
     -- truncated by sf2pg): a chunk with no ledger row is then provably empty in the target
     pristine        boolean     NOT NULL DEFAULT false,
     truncated_at    timestamptz,
+    -- the settled watermark H: every source change whose watermark is <= H is in the target; a row whose
+    -- source watermark is > H may be newer in Snowflake (the next sync window starts at H - lookback).
+    -- A load sets it, before its first read, to the source maximum it is about to read past; a window
+    -- raises it to the window's high when it commits.
     watermark       text,
+    watermark_at    timestamptz,
+    source_rows     bigint,     -- the source's row count when the watermark was last set
     last_run_id     text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
@@ -26,7 +32,7 @@ CREATE TABLE IF NOT EXISTS migration_status.chunk_state (
     chunk_key        text        NOT NULL,
     lower_bound      text,
     upper_bound      text,
-    status           text        NOT NULL,  -- completed | failed
+    status           text        NOT NULL,  -- planned | running | completed | failed
     mode             text,                  -- copy | merge | replace | copy->merge
     rows_copied      bigint      NOT NULL DEFAULT 0,
     rows_inserted    bigint      NOT NULL DEFAULT 0,
@@ -41,10 +47,41 @@ CREATE TABLE IF NOT EXISTS migration_status.chunk_state (
     run_id           text,
     error            text,
     fallback         text,                  -- fallback tiers taken (duplicate key -> merge, smaller batches)
+    estimated_rows   bigint,                -- the planner's estimate
+    planned_at       timestamptz,
+    read_watermark   text,                  -- the table's source watermark before the load that last committed it read
+    check_passed     boolean,               -- the last chunk_fingerprint verdict since it was loaded (NULL: none yet)
+    reload_pending   boolean     NOT NULL DEFAULT false,  -- `sf2pg migrate --reload` asked for it; not reloaded yet
+    checked_at       timestamptz,
     PRIMARY KEY (target_schema, target_table, chunk_key)
 );
--- ledgers created before the fallback column
+-- ledgers created by earlier versions
 ALTER TABLE migration_status.chunk_state ADD COLUMN IF NOT EXISTS fallback text;
+ALTER TABLE migration_status.chunk_state ADD COLUMN IF NOT EXISTS estimated_rows bigint;
+ALTER TABLE migration_status.chunk_state ADD COLUMN IF NOT EXISTS planned_at timestamptz;
+ALTER TABLE migration_status.chunk_state ADD COLUMN IF NOT EXISTS read_watermark text;
+ALTER TABLE migration_status.chunk_state ADD COLUMN IF NOT EXISTS check_passed boolean;
+ALTER TABLE migration_status.chunk_state ADD COLUMN IF NOT EXISTS checked_at timestamptz;
+ALTER TABLE migration_status.chunk_state ADD COLUMN IF NOT EXISTS reload_pending boolean NOT NULL DEFAULT false;
+ALTER TABLE migration_status.table_state ADD COLUMN IF NOT EXISTS watermark_at timestamptz;
+ALTER TABLE migration_status.table_state ADD COLUMN IF NOT EXISTS source_rows bigint;
+
+-- One row per incremental window committed: which watermark range it read and what it did.
+CREATE TABLE IF NOT EXISTS migration_status.window_state (
+    target_schema   text        NOT NULL,
+    target_table    text        NOT NULL,
+    low             text        NOT NULL,   -- inclusive, before the lookback
+    high            text        NOT NULL,   -- inclusive
+    read_from       text        NOT NULL,   -- low minus the lookback: what the query really read from
+    rows_copied     bigint      NOT NULL DEFAULT 0,
+    rows_inserted   bigint      NOT NULL DEFAULT 0,
+    rows_updated    bigint      NOT NULL DEFAULT 0,
+    rows_deleted    bigint      NOT NULL DEFAULT 0,
+    duration_seconds double precision,
+    run_id          text,
+    completed_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS window_state_table ON migration_status.window_state (target_schema, target_table, completed_at);
 
 -- Secondary index definitions dropped for a bulk load, kept until they are rebuilt
 -- (`sf2pg restore-indexes` rebuilds them after a crash).
@@ -59,30 +96,38 @@ CREATE TABLE IF NOT EXISTS migration_status.saved_indexes (
 );
 
 -- Progress per table, in the shape of the original tool's status table.
-CREATE OR REPLACE VIEW migration_status.migration_table_status AS
+-- total_chunks counts every chunk of the plan (planned ones included); ledgers from before the plan
+-- was kept here only knew the number.
+DROP VIEW IF EXISTS migration_status.migration_table_status;
+CREATE VIEW migration_status.migration_table_status AS
 SELECT
     t.target_schema,
     t.target_table,
     t.source_name,
     t.source_table,
-    t.total_chunks,
+    GREATEST(t.total_chunks, COALESCE(c.chunks, 0))::integer AS total_chunks,
     COALESCE(c.completed, 0)        AS completed_chunks,
     COALESCE(c.failed, 0)           AS failed_chunks,
+    COALESCE(c.pending, 0)          AS pending_chunks,
     COALESCE(c.rows_copied, 0)::bigint  AS total_rows_copied,
     COALESCE(c.bytes_copied, 0)::bigint AS total_bytes_copied,
     CASE
         WHEN COALESCE(c.failed, 0) > 0 THEN 'failed'
-        WHEN t.total_chunks > 0 AND COALESCE(c.completed, 0) >= t.total_chunks THEN 'completed'
+        WHEN GREATEST(t.total_chunks, COALESCE(c.chunks, 0)) > 0
+             AND COALESCE(c.completed, 0) >= GREATEST(t.total_chunks, COALESCE(c.chunks, 0)) THEN 'completed'
         WHEN COALESCE(c.completed, 0) > 0 THEN 'in_progress'
         ELSE 'pending'
     END                             AS status,
     c.first_started_at              AS started_at,
     c.last_completed_at             AS completed_at,
     t.truncated_at,
-    t.last_run_id
+    t.last_run_id,
+    t.watermark                     AS settled_watermark
 FROM migration_status.table_state t
 LEFT JOIN (
     SELECT target_schema, target_table,
+           COUNT(*)                                      AS chunks,
+           COUNT(*) FILTER (WHERE status IN ('planned', 'running')) AS pending,
            COUNT(*) FILTER (WHERE status = 'completed') AS completed,
            COUNT(*) FILTER (WHERE status = 'failed')    AS failed,
            SUM(rows_copied) FILTER (WHERE status = 'completed')  AS rows_copied,

@@ -7,9 +7,13 @@ Modes (recorded in the ledger):
 - ``replace``: no uniqueness columns, so delete the range and COPY.
 - ``copy->merge``: a direct COPY hit a key that lives in another range (a row whose chunking value
   changed); the chunk falls back to merge inside the same transaction.
-- ``incremental``: a watermark window; merge by key without deleting anything (or, append-only, a
-  plain COPY), and advance the table's watermark in the same transaction.
-Any failure rolls the whole transaction back: the target keeps its previous state for the chunk.
+- ``incremental``: a watermark window (``load_window``); merge by key without deleting anything (a
+  keyless table replaces the window's watermark range instead), and advance the table's settled
+  watermark in the same transaction.
+
+When the table has a watermark, an update never replaces a target row whose watermark is newer than
+the incoming one, whatever order loads commit in. Any failure rolls the whole transaction back: the
+target keeps its previous state for the chunk.
 """
 
 from __future__ import annotations
@@ -23,13 +27,18 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from sf2pg.chunks import Chunk
-from sf2pg.incremental import parse_watermark, watermark_text
+from sf2pg.chunks import Chunk, watermark_text
+from sf2pg.errors import InputError
 from sf2pg.load import ledger, locks
 from sf2pg.load.copy import copy_batches
 from sf2pg.load.target import TargetTable
 
 _STAGE = sql.Identifier("sf2pg_stage")
+
+
+class RepeatedKeyError(InputError):
+    """The source chunk holds one key twice: no load of it can succeed until the source (or the
+    configured uniqueness_columns) changes."""
 
 
 @dataclass
@@ -60,11 +69,23 @@ def range_predicate(target: TargetTable, chunk: Chunk, table_alias: str | None =
     if chunk.is_null:
         return sql.SQL("{} IS NULL").format(col), ()
     lower, upper = chunk.lower, chunk.upper
-    if target.chunk_column.load_type.pg_type == "timestamp with time zone" or (
-        target.chunk_column.load_type.pg_type == "timestamptz"
-    ):
+    if target.chunk_column.load_type.pg_type in ("timestamp with time zone", "timestamptz"):
         lower, upper = lower.replace(tzinfo=dt.UTC), upper.replace(tzinfo=dt.UTC)  # type: ignore[union-attr]
+    if chunk.is_outside:
+        return sql.SQL("({} < %s OR {} >= %s)").format(col, col), (lower, upper)
     return sql.SQL("{} >= %s AND {} < %s").format(col, col), (lower, upper)
+
+
+def window_predicate(target: TargetTable, window: Chunk) -> tuple[sql.Composable, tuple]:
+    """A window's rows on the target's watermark column: ``lower <= wm <= upper``."""
+    assert target.watermark_column is not None
+    col = sql.Identifier(target.watermark_column.target)
+    low, high = window.lower, window.upper
+    if target.watermark_column.load_type.pg_type in ("timestamp with time zone", "timestamptz"):
+        low, high = low.replace(tzinfo=dt.UTC), high.replace(tzinfo=dt.UTC)  # type: ignore[union-attr]
+    elif target.watermark_column.load_type.pg_type == "date" and isinstance(low, dt.datetime):
+        low, high = low.date(), high.date()  # type: ignore[union-attr]
+    return sql.SQL("{} >= %s AND {} <= %s").format(col, col), (low, high)
 
 
 def load_chunk(
@@ -77,18 +98,18 @@ def load_chunk(
     run_id: str | None,
     source_query: str,
     fallback: str | None = None,
+    read_watermark: str | None = None,
 ) -> ChunkResult:
     """Load one chunk in one transaction. ``open_batches`` starts a fresh source stream (a fallback may re-read).
 
-    ``fallback`` notes tiers the caller already took (smaller batches), to be kept in the ledger.
+    ``fallback`` notes tiers the caller already took (smaller batches), to be kept in the ledger;
+    ``read_watermark`` is the table's source maximum the load measured before it read.
     """
     started_at = dt.datetime.now(dt.UTC)
     t0 = time.perf_counter()
     with conn.transaction(), conn.cursor() as cur:
         locks.xact_lock(conn, locks.chunk_key(target.schema, target.table, chunk.key))
-        if chunk.is_incremental:
-            result = _incremental(cur, target, chunk, open_batches(), insert_only)
-        elif _range_is_empty(cur, target, chunk):
+        if _range_is_empty(cur, target, chunk):
             result = _copy_or_fall_back(conn, cur, target, chunk, open_batches, insert_only)
         elif target.has_unique_key:
             result = _merge(cur, target, chunk, open_batches(), insert_only, "merge")
@@ -115,6 +136,55 @@ def load_chunk(
                 source_query=source_query,
                 run_id=run_id,
                 fallback=result.fallback,
+                read_watermark=read_watermark,
+            ),
+        )
+    return result
+
+
+def load_window(
+    conn: psycopg.Connection,
+    target: TargetTable,
+    window: Chunk,
+    open_batches: Callable[[], Iterable[pa.RecordBatch]],
+    *,
+    low: str,
+    source_rows: int | None,
+    insert_only: bool,
+    run_id: str | None,
+) -> ChunkResult:
+    """Load an incremental window in one transaction that holds the table's lease exclusively from
+    before the Snowflake read to the commit: no chunk load is between its read and its commit
+    meanwhile, so neither can overwrite what the other read later."""
+    t0 = time.perf_counter()
+    with conn.transaction(), conn.cursor() as cur:
+        locks.hold_lease_exclusive(conn, target.schema, target.table)
+        batches = open_batches()  # the read starts only now, under the lease
+        if target.has_unique_key:
+            result = _merge(cur, target, window, batches, insert_only, "incremental", delete_missing=False)
+        else:  # append-only: the window's watermark range is replaced, so re-reading it never duplicates
+            predicate, params = window_predicate(target, window)
+            cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(target.ident, predicate), params)
+            deleted = cur.rowcount
+            rows, nbytes = copy_batches(cur, target.ident, target, batches)
+            result = ChunkResult(window.key, "incremental", rows, rows, 0, deleted, nbytes)
+        result.seconds = time.perf_counter() - t0
+        high = watermark_text(window.upper)  # type: ignore[arg-type]
+        ledger.advance_watermark(conn, target.schema, target.table, high, source_rows)
+        ledger.record_window(
+            conn,
+            target.schema,
+            target.table,
+            ledger.WindowRecord(
+                low=low,
+                high=high,
+                read_from=watermark_text(window.lower),  # type: ignore[arg-type]
+                rows_copied=result.rows_copied,
+                rows_inserted=result.rows_inserted,
+                rows_updated=result.rows_updated,
+                rows_deleted=result.rows_deleted,
+                duration_seconds=result.seconds,
+                run_id=run_id,
             ),
         )
     return result
@@ -152,22 +222,6 @@ def _copy_or_fall_back(
         return result
 
 
-def _incremental(
-    cur: psycopg.Cursor, target: TargetTable, chunk: Chunk, batches: Iterable[pa.RecordBatch], insert_only: bool
-) -> ChunkResult:
-    if target.has_unique_key:
-        result = _merge(cur, target, chunk, batches, insert_only, "incremental", delete_missing=False)
-    else:  # append-only (validated: no lookback), so the window's rows are all new
-        rows, nbytes = copy_batches(cur, target.ident, target, batches)
-        result = ChunkResult(chunk.key, "incremental", rows, rows, 0, 0, nbytes)
-    conn = cur.connection
-    current = ledger.watermark(conn, target.schema, target.table)
-    high = chunk.upper
-    newer = current is None or parse_watermark(current) < high  # type: ignore[operator]
-    ledger.advance_watermark(conn, target.schema, target.table, watermark_text(high), newer)  # type: ignore[arg-type]
-    return result
-
-
 def _replace(cur: psycopg.Cursor, target: TargetTable, chunk: Chunk, batches: Iterable[pa.RecordBatch]) -> ChunkResult:
     predicate, params = range_predicate(target, chunk)
     cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(target.ident, predicate), params)
@@ -194,6 +248,9 @@ def _merge(
     )
     rows, nbytes = copy_batches(cur, _STAGE, target, batches)
     cur.execute(sql.SQL("ANALYZE {}").format(_STAGE))
+    repeated = _repeated_key(cur, target)
+    if repeated:  # else the merge keeps one of them silently (an unchanged first copy is skipped)
+        raise RepeatedKeyError(repeated)
     keys = [sql.Identifier(k) for k in target.key_columns]
     deleted = 0
     if delete_missing and not insert_only:
@@ -210,16 +267,37 @@ def _merge(
     if insert_only or not others:
         action = sql.SQL("DO NOTHING")
     else:
-        action = sql.SQL("DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})").format(
-            sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=c) for c in others),
+        changed = sql.SQL("({}) IS DISTINCT FROM ({})").format(
             sql.SQL(", ").join(sql.SQL("t.{}").format(c) for c in others),
             sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(c) for c in others),
         )
-    inserted, updated = cur.execute(
-        sql.SQL(
-            "WITH ins AS (INSERT INTO {} AS t ({}) SELECT {} FROM {} ON CONFLICT ({}) {} RETURNING (xmax = 0) AS fresh) "
-            "SELECT COUNT(*) FILTER (WHERE fresh), COUNT(*) FILTER (WHERE NOT fresh) FROM ins"
-        ).format(target.ident, cols, cols, _STAGE, sql.SQL(", ").join(keys), action)
-    ).fetchone()
+        if target.watermark_column is not None:  # no stale write wins: never replace a newer row
+            wm = sql.Identifier(target.watermark_column.target)
+            changed = sql.SQL("{} AND (t.{} IS NULL OR EXCLUDED.{} IS NULL OR t.{} <= EXCLUDED.{})").format(
+                changed, wm, wm, wm, wm
+            )
+        action = sql.SQL("DO UPDATE SET {} WHERE {}").format(
+            sql.SQL(", ").join(sql.SQL("{c} = EXCLUDED.{c}").format(c=c) for c in others), changed
+        )
+    statement = sql.SQL(
+        "WITH ins AS (INSERT INTO {} AS t ({}) SELECT {} FROM {} ON CONFLICT ({}) {} RETURNING (xmax = 0) AS fresh) "
+        "SELECT COUNT(*) FILTER (WHERE fresh), COUNT(*) FILTER (WHERE NOT fresh) FROM ins"
+    ).format(target.ident, cols, cols, _STAGE, sql.SQL(", ").join(keys), action)
+    inserted, updated = cur.execute(statement).fetchone()
     cur.execute(sql.SQL("DROP TABLE {}").format(_STAGE))
     return ChunkResult(chunk.key, mode, rows, inserted, updated, deleted, nbytes)
+
+
+def _repeated_key(cur: psycopg.Cursor, target: TargetTable) -> str | None:
+    """Which key the source chunk holds twice, read from the staged rows (None: every key once)."""
+    keys = sql.SQL(", ").join(map(sql.Identifier, target.key_columns))
+    row = cur.execute(
+        sql.SQL("SELECT {}, count(*) FROM {} GROUP BY {} HAVING count(*) > 1 LIMIT 1").format(keys, _STAGE, keys)
+    ).fetchone()
+    if row is None:
+        return None
+    shown = ", ".join(f"{name}={value!r}" for name, value in zip(target.key_columns, row[:-1], strict=True))
+    return (
+        f"the source holds key ({shown}) {row[-1]} times in this chunk, but uniqueness_columns "
+        f"({', '.join(target.key_columns)}) must identify one row; fix the source or the config"
+    )

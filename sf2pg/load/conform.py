@@ -35,16 +35,19 @@ def conform(
     ``stats`` (if given) collects ``nul_stripped``.
     """
     schema = target.arrow_schema
+    json_columns = {c.target for c in target.columns if c.load_type.jsonb}
     for part in batches:
         for batch in (
             part.to_batches(max_chunksize=batch_size) if isinstance(part, pa.Table) else _slices(part, batch_size)
         ):
             if batch.num_rows == 0:
                 continue
-            arrays = [
-                _cast(batch.column(i), field.type, field.name, nul_bytes, where, stats)
-                for i, field in enumerate(schema)
-            ]
+            arrays = []
+            for i, field in enumerate(schema):
+                array = _cast(batch.column(i), field.type, field.name, nul_bytes, where, stats)
+                if field.name in json_columns:
+                    array = _check_json_nul(array, field.name, nul_bytes, where, stats)
+                arrays.append(array)
             yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
@@ -67,6 +70,31 @@ def _cast(arr: pa.Array, to: pa.DataType, column: str, nul_bytes: str, where: st
         return pc.cast(arr, to)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise BadDataError(f"{where}: column {column!r}: cannot convert {arr.type} to {to}: {exc}") from exc
+
+
+# A JSON string escape for U+0000 that is not itself an escaped backslash followed by "u0000".
+_JSON_NUL = r"((?:^|[^\\])(?:\\\\)*)\\u0000"
+
+
+def _check_json_nul(arr: pa.Array, column: str, nul_bytes: str, where: str, stats: dict | None) -> pa.Array:
+    """PostgreSQL's jsonb refuses the ``\\u0000`` escape (Snowflake's VARIANT allows it): fail before any
+    row is written, naming the column, or strip it like a NUL in text."""
+    if not pc.any(pc.match_substring(arr, "\\u0000")).as_py():
+        return arr
+    hits = pc.match_substring_regex(arr, _JSON_NUL)
+    count = pc.sum(hits).as_py() or 0
+    if not count:
+        return arr
+    if nul_bytes != "strip":
+        raise BadDataError(
+            f"{where}: column {column!r} holds {count} JSON value(s) with the \\u0000 escape, which PostgreSQL "
+            'jsonb cannot store (set "nul_bytes": "strip" on the table to remove them)'
+        )
+    if stats is not None:
+        stats["nul_stripped"] = stats.get("nul_stripped", 0) + count
+    while pc.any(pc.match_substring_regex(arr, _JSON_NUL)).as_py():  # adjacent escapes need another pass
+        arr = pc.replace_substring_regex(arr, _JSON_NUL, r"\1")
+    return arr
 
 
 def _may_hold_nul(arr: pa.Array) -> bool:

@@ -73,6 +73,16 @@ def saved_key(conn: psycopg.Connection, schema: str, table: str) -> bool:
     ).fetchone()[0]
 
 
+def saved_any(conn: psycopg.Connection, schema: str, table: str) -> bool:
+    """True while any index (or key) a full load dropped waits to be rebuilt (the load may have died)."""
+    if not conn.execute("SELECT to_regclass('migration_status.saved_indexes')").fetchone()[0]:
+        return False
+    return conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM migration_status.saved_indexes WHERE target_schema = %s AND target_table = %s)",
+        (schema, table),
+    ).fetchone()[0]
+
+
 def restore_indexes(conn: psycopg.Connection, schema: str | None = None, table: str | None = None) -> list[str]:
     """Rebuild saved indexes (all, or one table's), each in its own transaction; returns their names.
 

@@ -13,6 +13,8 @@ those chunks: the table is again whole chunks only, and re-running them merges b
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import psycopg
 from psycopg import sql
 
@@ -31,17 +33,28 @@ def can_defer(conn: psycopg.Connection, target: TargetTable) -> bool:
     return not conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(target.ident)).fetchone()[0]
 
 
+@dataclass
+class Rebuilt:
+    """What rebuilding a table's saved key and indexes did."""
+
+    names: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # chunk emptied -> why
+    permanent: set[str] = field(default_factory=set)  # of those, chunks whose source repeats a key itself
+
+
 def rebuild(
     conn: psycopg.Connection, target: TargetTable, chunking: ChunkingType | None, run_id: str | None
-) -> tuple[list[str], dict[str, str]]:
-    """Rebuild the table's saved key and indexes; returns (rebuilt names, failed chunk -> why).
+) -> Rebuilt:
+    """Rebuild the table's saved key and indexes.
 
-    Chunks are failed only when the rows hold a key twice; see the module docstring."""
+    Chunks are failed only when the rows hold a key twice; see the module docstring. A chunk whose own
+    rows repeat a key cannot load until the source changes (permanent); a key repeated across chunks is
+    a row that moved while they were read, which a retry merges."""
     try:
-        return indexes.restore_indexes(conn, target.schema, target.table), {}
+        return Rebuilt(indexes.restore_indexes(conn, target.schema, target.table))
     except psycopg.errors.UniqueViolation as exc:
-        failed = _empty_chunks_with_repeated_keys(conn, target, chunking, run_id, exc)
-    return indexes.restore_indexes(conn, target.schema, target.table), failed
+        failed, permanent = _empty_chunks_with_repeated_keys(conn, target, chunking, run_id, exc)
+    return Rebuilt(indexes.restore_indexes(conn, target.schema, target.table), failed, permanent)
 
 
 def _empty_chunks_with_repeated_keys(
@@ -50,7 +63,7 @@ def _empty_chunks_with_repeated_keys(
     chunking: ChunkingType | None,
     run_id: str | None,
     exc: psycopg.errors.UniqueViolation,
-) -> dict[str, str]:
+) -> tuple[dict[str, str], set[str]]:
     keys = sql.SQL(", ").join(map(sql.Identifier, target.key_columns))
     aliased = sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(k)) for k in target.key_columns)
     detail = (exc.diag.message_detail or str(exc)).strip()
@@ -60,6 +73,11 @@ def _empty_chunks_with_repeated_keys(
         "then; a key the source itself repeats fails again (check uniqueness_columns)"
     )
     failed: dict[str, str] = {}
+    permanent: set[str] = set()
+    within = (
+        "the source holds key ({}) more than once inside this chunk ({}), but uniqueness_columns must identify "
+        "one row; this chunk's rows were removed. Fix the source or the config, then re-run it"
+    )
     with conn.transaction():
         conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(target.ident))
         conn.execute(
@@ -79,7 +97,18 @@ def _empty_chunks_with_repeated_keys(
                 params,
             ).fetchone()[0]
             if hit:
+                repeats = conn.execute(
+                    sql.SQL("SELECT {} FROM {} AS t WHERE {} GROUP BY {} HAVING count(*) > 1 LIMIT 1").format(
+                        aliased, target.ident, predicate, aliased
+                    ),
+                    params,
+                ).fetchone()
+                why = message
+                if repeats:
+                    shown = ", ".join(f"{c}={v!r}" for c, v in zip(target.key_columns, repeats, strict=True))
+                    why = within.format(", ".join(target.key_columns), shown)
+                    permanent.add(key)
                 conn.execute(sql.SQL("DELETE FROM {} AS t WHERE {}").format(target.ident, predicate), params)
-                ledger.fail_emptied_chunk(conn, target.schema, target.table, key, message, run_id)
-                failed[key] = message
-    return failed
+                ledger.fail_emptied_chunk(conn, target.schema, target.table, key, why, run_id)
+                failed[key] = why
+    return failed, permanent

@@ -1,13 +1,22 @@
-"""The ``migration_status`` ledger in each target database (DDL in ``sql/migration_status_schema.sql``)."""
+"""The ``migration_status`` ledger in each target database (DDL in ``sql/migration_status_schema.sql``).
+
+It holds a table's whole plan (every chunk with its bounds and state: planned, running, completed,
+failed), the settled watermark that incremental sync starts from, and a row per committed window.
+Chunk and window rows are written inside the transaction that writes their data.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 from psycopg.rows import dict_row
+
+from sf2pg.chunks import Chunk, parse_watermark
+from sf2pg.errors import InputError
 
 DDL_PATH = Path(__file__).resolve().parents[1] / "sql" / "migration_status_schema.sql"
 _LEDGER_LOCK = 0x5F2F6001  # serialises first-use creation across concurrent loaders
@@ -17,13 +26,42 @@ def ensure_ledger(conn: psycopg.Connection) -> None:
     """Create (or bring up to date) the ledger schema on first use; a no-op once it is current."""
     current = conn.execute(
         "SELECT 1 FROM information_schema.columns WHERE table_schema = 'migration_status' "
-        "AND table_name = 'chunk_state' AND column_name = 'fallback'"
+        "AND table_name = 'chunk_state' AND column_name = 'reload_pending'"
     ).fetchone()
-    if current and conn.execute("SELECT to_regclass('migration_status.migration_table_status')").fetchone()[0]:
+    if current and conn.execute("SELECT to_regclass('migration_status.window_state')").fetchone()[0]:
         return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LEDGER_LOCK,))
         conn.execute(DDL_PATH.read_text())
+
+
+def exists(conn: psycopg.Connection) -> bool:
+    """Whether this database has a ledger yet (reading commands do not create one)."""
+    return conn.execute("SELECT to_regclass('migration_status.chunk_state')").fetchone()[0] is not None
+
+
+# ---- tables ------------------------------------------------------------------------------------
+
+
+class TableOwnedElsewhereError(InputError):
+    """The target table is already loaded from another source table: two would overwrite each other."""
+
+
+def claim_table(
+    conn: psycopg.Connection, schema: str, table: str, source_name: str, source_table: str, where: str
+) -> None:
+    """Create the ledger if needed and register the table as loaded from ``source_table``, refusing a
+    table another source already loads (``where`` names it in the error)."""
+    ensure_ledger(conn)
+    with conn.transaction():
+        known = owner(conn, schema, table)
+        if known and known != (source_name, source_table):
+            raise TableOwnedElsewhereError(
+                f"{where}: {conn.info.dbname}.{schema}.{table} is already loaded from {known[1]} by source "
+                f"{known[0]!r}; two sources loading one table would overwrite each other's chunks (change "
+                "`target`, or remove the other table's row from migration_status.table_state)"
+            )
+        register_table(conn, schema, table, source_name, source_table)
 
 
 def owner(conn: psycopg.Connection, schema: str, table: str) -> tuple[str, str] | None:
@@ -78,16 +116,27 @@ def set_pristine(conn: psycopg.Connection, schema: str, table: str, pristine: bo
     )
 
 
-def forget_chunks(conn: psycopg.Connection, schema: str, table: str) -> None:
+def reset_chunks(conn: psycopg.Connection, schema: str, table: str) -> None:
+    """The table was (re)created or truncated: it holds nothing, so every chunk is planned again and
+    nothing is settled."""
     conn.execute(
-        "DELETE FROM migration_status.chunk_state WHERE target_schema = %s AND target_table = %s",
+        "UPDATE migration_status.chunk_state SET status = 'planned', rows_copied = 0, rows_inserted = 0, "
+        "rows_updated = 0, rows_deleted = 0, bytes_copied = 0, error = NULL, read_watermark = NULL, "
+        "check_passed = NULL "
+        "WHERE target_schema = %s AND target_table = %s",
+        (schema, table),
+    )
+    conn.execute(
+        "UPDATE migration_status.table_state SET watermark = NULL, watermark_at = NULL, source_rows = NULL, "
+        "updated_at = now() "
+        "WHERE target_schema = %s AND target_table = %s",
         (schema, table),
     )
 
 
 def record_truncation(conn: psycopg.Connection, schema: str, table: str, run_id: str | None) -> None:
     """After TRUNCATE (same transaction): the table is empty, so every chunk is provably empty."""
-    forget_chunks(conn, schema, table)
+    reset_chunks(conn, schema, table)
     conn.execute(
         "UPDATE migration_status.table_state SET pristine = true, truncated_at = now(), last_run_id = %s, "
         "updated_at = now() WHERE target_schema = %s AND target_table = %s",
@@ -95,24 +144,99 @@ def record_truncation(conn: psycopg.Connection, schema: str, table: str, run_id:
     )
 
 
-def advance_watermark(conn: psycopg.Connection, schema: str, table: str, value: str, newer: bool) -> None:
-    """Record the table's watermark (inside the window's transaction); ``newer`` says it is ahead.
+# ---- the plan ----------------------------------------------------------------------------------
 
-    An incremental load may land rows anywhere in the key space, so the table is no longer pristine.
-    """
+
+def record_plan(conn: psycopg.Connection, schema: str, table: str, chunks: Sequence[Chunk]) -> None:
+    """Keep every planned chunk in the ledger (new ones as ``planned``; known ones keep their state), so
+    the plan survives whatever Dagster's instance remembers."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            """
+            INSERT INTO migration_status.chunk_state AS c
+                (target_schema, target_table, chunk_key, lower_bound, upper_bound, status, estimated_rows, planned_at,
+                 attempts)
+            VALUES (%s, %s, %s, %s, %s, 'planned', %s, now(), 0)
+            ON CONFLICT (target_schema, target_table, chunk_key) DO UPDATE SET
+                estimated_rows = EXCLUDED.estimated_rows,
+                lower_bound = COALESCE(c.lower_bound, EXCLUDED.lower_bound),
+                upper_bound = COALESCE(c.upper_bound, EXCLUDED.upper_bound),
+                planned_at = COALESCE(c.planned_at, EXCLUDED.planned_at)
+            """,
+            [(schema, table, c.key, _bound(c.lower), _bound(c.upper), c.estimated_rows) for c in chunks],
+        )
+
+
+def _bound(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def chunk_states(conn: psycopg.Connection, schema: str, table: str) -> dict[str, str]:
+    """Every chunk the ledger knows for the table and its state (planned, running, completed, failed)."""
+    if not exists(conn):
+        return {}
+    rows = conn.execute(
+        "SELECT chunk_key, status FROM migration_status.chunk_state WHERE target_schema = %s AND target_table = %s",
+        (schema, table),
+    ).fetchall()
+    return dict(rows)
+
+
+def mark_running(conn: psycopg.Connection, schema: str, table: str, key: str, run_id: str | None) -> None:
+    """A chunk that is not loaded yet starts loading (a completed one stays completed while it reloads:
+    its rows stay whole until the reload commits)."""
     conn.execute(
-        "UPDATE migration_status.table_state SET watermark = CASE WHEN %s THEN %s ELSE watermark END, "
-        "pristine = false, updated_at = now() WHERE target_schema = %s AND target_table = %s",
-        (newer, value, schema, table),
+        """
+        INSERT INTO migration_status.chunk_state AS c (target_schema, target_table, chunk_key, status, run_id, attempts)
+        VALUES (%s, %s, %s, 'running', %s, 0)
+        ON CONFLICT (target_schema, target_table, chunk_key) DO UPDATE SET
+            status = CASE WHEN c.status = 'completed' THEN c.status ELSE 'running' END, run_id = EXCLUDED.run_id
+        """,
+        (schema, table, key, run_id),
     )
 
 
-def watermark(conn: psycopg.Connection, schema: str, table: str) -> str | None:
-    row = conn.execute(
-        "SELECT watermark FROM migration_status.table_state WHERE target_schema = %s AND target_table = %s FOR UPDATE",
+def completed_by_run(conn: psycopg.Connection, schema: str, table: str, run_id: str) -> set[str]:
+    """Chunks this run already committed (a retry of the run's step leaves them alone)."""
+    rows = conn.execute(
+        "SELECT chunk_key FROM migration_status.chunk_state WHERE target_schema = %s AND target_table = %s "
+        "AND status = 'completed' AND run_id = %s",
+        (schema, table, run_id),
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def to_load(conn: psycopg.Connection, schema: str, table: str) -> set[str]:
+    """Chunks a resumed migration loads: not completed; completed but found different from the source by
+    their last check (after the source or the config is fixed, a plain re-run reloads just those); or
+    not reloaded yet by a ``--reload`` that was interrupted."""
+    rows = conn.execute(
+        "SELECT chunk_key FROM migration_status.chunk_state WHERE target_schema = %s AND target_table = %s "
+        "AND (status <> 'completed' OR check_passed = false OR reload_pending)",
         (schema, table),
-    ).fetchone()
-    return row[0] if row else None
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def request_reload(conn: psycopg.Connection, schema: str, table: str) -> None:
+    """``sf2pg migrate --reload``: every chunk is to be loaded again, and stays so until it is, so that
+    an interrupted reload resumes where it stopped."""
+    conn.execute(
+        "UPDATE migration_status.chunk_state SET reload_pending = true WHERE target_schema = %s AND target_table = %s",
+        (schema, table),
+    )
+
+
+def record_checks(conn: psycopg.Connection, schema: str, table: str, verdicts: dict[str, bool]) -> None:
+    """Keep each chunk's latest fingerprint verdict (a ledger that does not exist yet is left alone)."""
+    if not verdicts or not exists(conn):
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            "UPDATE migration_status.chunk_state SET check_passed = %s, checked_at = now() "
+            "WHERE target_schema = %s AND target_table = %s AND chunk_key = %s",
+            [(passed, schema, table, key) for key, passed in verdicts.items()],
+        )
 
 
 def chunk_loaded(conn: psycopg.Connection, schema: str, table: str, key: str) -> bool:
@@ -144,6 +268,83 @@ def chunk_counts(conn: psycopg.Connection, schema: str, table: str) -> tuple[int
     return row[0], row[1]
 
 
+# ---- the settled watermark ---------------------------------------------------------------------
+
+
+def settled_watermark(conn: psycopg.Connection, schema: str, table: str) -> str | None:
+    """The table's settled watermark H (see the DDL), or None before any load recorded one."""
+    return settled(conn, schema, table)[0]
+
+
+def settled(conn: psycopg.Connection, schema: str, table: str) -> tuple[str | None, int | None]:
+    """(settled watermark, source row count seen when it was set); (None, None) before any load."""
+    if not exists(conn):
+        return None, None
+    row = conn.execute(
+        "SELECT watermark, source_rows FROM migration_status.table_state WHERE target_schema = %s AND target_table = %s",
+        (schema, table),
+    ).fetchone()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def start_load(
+    conn: psycopg.Connection,
+    schema: str,
+    table: str,
+    read_from: str,
+    source_rows: int | None = None,
+    floor: str | None = None,
+) -> str:
+    """Before a load's first Snowflake read: the settled watermark may not be above ``read_from`` (the
+    source maximum now), since this load's reads reflect the source from here on; a table without one
+    starts at ``read_from``, or at ``floor`` when that is lower (what an older ledger's loads are known
+    to hold). Returns the settled watermark."""
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT watermark FROM migration_status.table_state WHERE target_schema = %s AND target_table = %s "
+            "FOR UPDATE",
+            (schema, table),
+        ).fetchone()
+        current = row[0] if row else None
+        if current is None:
+            new = floor if floor is not None and parse_watermark(floor) < parse_watermark(read_from) else read_from
+        elif parse_watermark(read_from) < parse_watermark(current):
+            new = read_from  # the source's maximum went down (its newest rows were deleted)
+        else:
+            return current
+        _set_watermark(conn, schema, table, new, source_rows)
+        return new
+
+
+def advance_watermark(conn: psycopg.Connection, schema: str, table: str, high: str, source_rows: int | None) -> None:
+    """A window that read every change up to ``high`` commits (call inside its transaction). Windows
+    may commit out of order, so the watermark only moves up."""
+    row = conn.execute(
+        "SELECT watermark FROM migration_status.table_state WHERE target_schema = %s AND target_table = %s FOR UPDATE",
+        (schema, table),
+    ).fetchone()
+    current = row[0] if row else None
+    if current is None or parse_watermark(current) <= parse_watermark(high):
+        _set_watermark(conn, schema, table, high, source_rows)
+    # an incremental load may land rows anywhere in the key space: no range is provably empty now
+    conn.execute(
+        "UPDATE migration_status.table_state SET pristine = false, updated_at = now() "
+        "WHERE target_schema = %s AND target_table = %s",
+        (schema, table),
+    )
+
+
+def _set_watermark(conn: psycopg.Connection, schema: str, table: str, value: str, source_rows: int | None) -> None:
+    conn.execute(
+        "UPDATE migration_status.table_state SET watermark = %s, source_rows = %s, watermark_at = now(), "
+        "updated_at = now() WHERE target_schema = %s AND target_table = %s",
+        (value, source_rows, schema, table),
+    )
+
+
+# ---- chunk and window rows ---------------------------------------------------------------------
+
+
 @dataclass
 class ChunkRecord:
     """What one chunk load did, as written to ``chunk_state``."""
@@ -162,6 +363,7 @@ class ChunkRecord:
     source_query: str
     run_id: str | None
     fallback: str | None = None  # which fallback tiers the chunk needed, if any
+    read_watermark: str | None = None  # the table's source maximum before the load read (None: no watermark)
 
 
 def record_chunk(conn: psycopg.Connection, schema: str, table: str, rec: ChunkRecord) -> None:
@@ -171,8 +373,8 @@ def record_chunk(conn: psycopg.Connection, schema: str, table: str, rec: ChunkRe
         INSERT INTO migration_status.chunk_state AS c
             (target_schema, target_table, chunk_key, lower_bound, upper_bound, status, mode, rows_copied,
              rows_inserted, rows_updated, rows_deleted, bytes_copied, started_at, completed_at,
-             duration_seconds, source_query, run_id, error, fallback)
-        VALUES (%s, %s, %s, %s, %s, 'completed', %s, %s, %s, %s, %s, %s, %s, now(), %s, %s, %s, NULL, %s)
+             duration_seconds, source_query, run_id, error, fallback, read_watermark)
+        VALUES (%s, %s, %s, %s, %s, 'completed', %s, %s, %s, %s, %s, %s, %s, now(), %s, %s, %s, NULL, %s, %s)
         ON CONFLICT (target_schema, target_table, chunk_key) DO UPDATE SET
             lower_bound = EXCLUDED.lower_bound, upper_bound = EXCLUDED.upper_bound, status = 'completed',
             mode = EXCLUDED.mode, rows_copied = EXCLUDED.rows_copied, rows_inserted = EXCLUDED.rows_inserted,
@@ -180,12 +382,13 @@ def record_chunk(conn: psycopg.Connection, schema: str, table: str, rec: ChunkRe
             bytes_copied = EXCLUDED.bytes_copied, attempts = c.attempts + 1, started_at = EXCLUDED.started_at,
             completed_at = now(), duration_seconds = EXCLUDED.duration_seconds,
             source_query = EXCLUDED.source_query, run_id = EXCLUDED.run_id, error = NULL,
-            fallback = EXCLUDED.fallback
+            fallback = EXCLUDED.fallback, read_watermark = EXCLUDED.read_watermark, check_passed = NULL,
+            reload_pending = false
         """,
         (
             schema, table, rec.key, rec.lower_bound, rec.upper_bound, rec.mode, rec.rows_copied,
             rec.rows_inserted, rec.rows_updated, rec.rows_deleted, rec.bytes_copied, rec.started_at,
-            rec.duration_seconds, rec.source_query, rec.run_id, rec.fallback,
+            rec.duration_seconds, rec.source_query, rec.run_id, rec.fallback, rec.read_watermark,
         ),
     )  # fmt: skip
 
@@ -216,6 +419,34 @@ def fail_emptied_chunk(
         "WHERE target_schema = %s AND target_table = %s AND chunk_key = %s",
         (error[:2000], run_id, schema, table, key),
     )
+
+
+@dataclass
+class WindowRecord:
+    """What one incremental window did, as written to ``window_state``."""
+
+    low: str
+    high: str
+    read_from: str
+    rows_copied: int
+    rows_inserted: int
+    rows_updated: int
+    rows_deleted: int
+    duration_seconds: float
+    run_id: str | None
+
+
+def record_window(conn: psycopg.Connection, schema: str, table: str, rec: WindowRecord) -> None:
+    """Write the window's row (inside its transaction, next to the watermark it advances)."""
+    conn.execute(
+        "INSERT INTO migration_status.window_state (target_schema, target_table, low, high, read_from, rows_copied, "
+        "rows_inserted, rows_updated, rows_deleted, duration_seconds, run_id) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            schema, table, rec.low, rec.high, rec.read_from, rec.rows_copied, rec.rows_inserted,
+            rec.rows_updated, rec.rows_deleted, rec.duration_seconds, rec.run_id,
+        ),
+    )  # fmt: skip
 
 
 def table_status(conn: psycopg.Connection) -> list[dict]:

@@ -1,11 +1,14 @@
 """Load a set of chunks of one table: prepare the target, run chunks in parallel, tidy up.
 
-This is the mechanism behind the IO manager and the CLI; it knows nothing of Dagster.
+A run may also carry an incremental window (a sync): it loads first, then any of the run's chunks not
+loaded yet, then delete detection when the table asks for it. This is the mechanism behind the IO
+manager and the CLI; it knows nothing of Dagster.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import threading
@@ -20,14 +23,15 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from sf2pg.chunks import Chunk
+from sf2pg.chunks import Chunk, watermark_text
 from sf2pg.config import TableSpec
 from sf2pg.errors import InputError
 from sf2pg.extract import ChunkSource
-from sf2pg.load import indexes, keys, ledger, locks
-from sf2pg.load.chunk import ChunkResult, load_chunk
+from sf2pg.incremental import Window
+from sf2pg.load import deletes, indexes, keys, ledger, locks
+from sf2pg.load.chunk import ChunkResult, load_chunk, load_window
 from sf2pg.load.conform import BadDataError, conform
-from sf2pg.load.target import TargetSchemaError, TargetTable, prepare_target
+from sf2pg.load.target import TargetTable, prepare_target
 from sf2pg.resources import PostgresResource, apply_bulk_session_settings
 from sf2pg.typemap import SourceColumn
 
@@ -41,9 +45,10 @@ class ChunkInterrupted(RuntimeError):
 class ChunkLoadError(RuntimeError):
     """One or more chunks failed; the others committed. Names each failed chunk and which side failed."""
 
-    def __init__(self, message: str, permanent: bool = False) -> None:
+    def __init__(self, message: str, permanent: bool = False, summary: TableLoadSummary | None = None) -> None:
         super().__init__(message)
         self.permanent = permanent  # every cause was bad input: retrying cannot help
+        self.summary = summary  # what committed before the failure (the caller reports those chunks)
 
 
 @dataclass
@@ -58,6 +63,10 @@ class TableLoad:
     total_chunks: int | None = None  # how many partitions the table has in all (for the ledger)
     confirm_truncate: bool = False
     run_id: str | None = None
+    window: Window | None = None  # a sync run: this window loads first, then the run's chunks not loaded yet
+    start_watermark: str | None = None  # the source's maximum watermark, read before anything else
+    start_rows: int | None = None  # the source's row count read with it
+    table_chunks: list[Chunk] = field(default_factory=list)  # every chunk of the table (for delete detection)
 
 
 @dataclass
@@ -76,6 +85,9 @@ class TableLoadSummary:
     index_seconds: float = 0.0
     permanent_failures: int = 0
     table_chunks: tuple[int, int] = (0, 0)  # (loaded, failed) chunks of the whole table after this load
+    window: ChunkResult | None = None  # the sync window's own numbers
+    kept: list[str] = field(default_factory=list)  # chunks of the run left as they were (already loaded)
+    rows_deleted_missing: int = 0  # rows delete detection removed
 
     @property
     def rows(self) -> int:
@@ -146,8 +158,9 @@ def load_table(
     summary = TableLoadSummary(spec.name)
     t0 = time.perf_counter()
     source_columns = job.source_columns
-    with postgres.get_connection(spec.pg_database) as control:
-        ledger.ensure_ledger(control)
+    with contextlib.closing(job.source), postgres.get_connection(spec.pg_database) as control:
+        source_table = f"{spec.sf_database}.{spec.sf_schema}.{spec.sf_table}"
+        ledger.claim_table(control, spec.pg_schema, spec.pg_table, spec.source_name, source_table, _where(spec))
         target = prepare_target(
             control,
             spec.pg_schema,
@@ -156,20 +169,13 @@ def load_table(
             spec.uniqueness_columns,
             spec.chunking_column,
             _where(spec),
+            spec.source_watermark,
         )
         summary.created_table = target.created
         summary.skipped_source_columns = target.skipped_source_columns
         summary.unfilled_target_columns = target.unfilled_target_columns
         loaded = [c.source for c in target.columns]
         with control.transaction():
-            source_table = f"{spec.sf_database}.{spec.sf_schema}.{spec.sf_table}"
-            known = ledger.owner(control, spec.pg_schema, spec.pg_table)
-            if known and known != (spec.source_name, source_table):
-                raise TargetSchemaError(
-                    f"{_where(spec)}: {spec.pg_database}.{spec.pg_schema}.{spec.pg_table} is already loaded from "
-                    f"{known[1]} by source {known[0]!r}; two sources loading one table would overwrite each other's "
-                    "chunks (change `target`, or remove the other table's row from migration_status.table_state)"
-                )
             ledger.register_table(
                 control,
                 spec.pg_schema,
@@ -180,7 +186,7 @@ def load_table(
                 pristine=True if target.created else None,
             )
             if target.created:  # a new (or re-created) table holds nothing the ledger may remember
-                ledger.forget_chunks(control, spec.pg_schema, spec.pg_table)
+                ledger.reset_chunks(control, spec.pg_schema, spec.pg_table)
         if job.full_load:
             if spec.truncate_onstart and job.confirm_truncate:
                 _truncate(control, target, job.run_id)
@@ -191,20 +197,102 @@ def load_table(
                     f"{spec.name}: truncate_onstart is set but this run did not confirm it (--confirm-truncate, "
                     "or run config confirm_truncate): merging chunk by chunk instead of truncating"
                 )
+        chunks = _chunks_to_load(control, job, summary)
+        if job.start_watermark is not None and chunks:
+            _settle_before_reading(control, job, target)
+        if job.window is not None:
+            _load_the_window(job, postgres, target, loaded, summary, logger)
+        job = dataclasses.replace(job, chunks=chunks)
         with _indexes_away_for_the_load(control, job, target, summary, logger):
             _load_chunks(job, postgres, target, loaded, summary, on_chunk, logger)
         if job.full_load and summary.results:
             control.execute(sql.SQL("ANALYZE {}").format(target.ident))
+        if job.window is not None and spec.delete_detection == "keys" and not summary.failures:
+            try:
+                summary.rows_deleted_missing = deletes.detect_deletes(
+                    control, target, job.table_chunks, job.source, spec, _where(spec)
+                )
+            except deletes.DeleteGuardError as exc:
+                summary.failures["delete detection"] = str(exc)
+                summary.permanent_failures += 1
         summary.table_chunks = ledger.chunk_counts(control, spec.pg_schema, spec.pg_table)
     summary.seconds = time.perf_counter() - t0
     if summary.failures:
-        listed = "; ".join(f"{key}: {err}" for key, err in list(summary.failures.items())[:5])
+        listed = "; ".join(
+            f"{key if ' ' in key else 'chunk ' + key}: {err}" for key, err in list(summary.failures.items())[:5]
+        )
         raise ChunkLoadError(
-            f"{len(summary.failures)} of {len(job.chunks)} chunk(s) of {spec.name} failed "
-            f"(the other chunks committed; re-run the failed partitions): {listed}",
+            f"{len(summary.failures)} of {len(job.chunks) + (job.window is not None)} chunk(s) of {spec.name} "
+            f"failed (the other chunks committed; re-run the failed partitions): {listed}",
             permanent=summary.permanent_failures == len(summary.failures),
+            summary=summary,
         )
     return summary
+
+
+def _chunks_to_load(control: psycopg.Connection, job: TableLoad, summary: TableLoadSummary) -> list[Chunk]:
+    """The run's chunks, less those this run already committed (a retry of its step) and, in a sync run,
+    those loaded before (the window keeps them current)."""
+    done = ledger.completed_by_run(control, job.spec.pg_schema, job.spec.pg_table, job.run_id) if job.run_id else set()
+    if job.window is not None:
+        states = ledger.chunk_states(control, job.spec.pg_schema, job.spec.pg_table)
+        done |= {c.key for c in job.chunks if states.get(c.key) == "completed"}
+    summary.kept = [c.key for c in job.chunks if c.key in done]
+    return [c for c in job.chunks if c.key not in done and not c.is_incremental]
+
+
+def _settle_before_reading(control: psycopg.Connection, job: TableLoad, target: TargetTable) -> None:
+    """Before the first chunk reads Snowflake: the settled watermark may not be above what the source
+    holds now, so the first sync after this load starts where the load started reading."""
+    spec = job.spec
+    floor = None
+    if ledger.settled_watermark(control, spec.pg_schema, spec.pg_table) is None and ledger.loaded_keys(
+        control, spec.pg_schema, spec.pg_table
+    ):
+        from sf2pg.incremental import legacy_floor  # a table loaded by sf2pg before 0.2
+
+        value = legacy_floor(control, spec, target.watermark_column.source) if target.watermark_column else None
+        floor = None if value is None else watermark_text(value)
+    ledger.start_load(control, spec.pg_schema, spec.pg_table, job.start_watermark, job.start_rows, floor)  # type: ignore[arg-type]
+
+
+def _load_the_window(
+    job: TableLoad,
+    postgres: PostgresResource,
+    target: TargetTable,
+    loaded: list[SourceColumn],
+    summary: TableLoadSummary,
+    logger: Any,
+) -> None:
+    """The sync window, in its own transaction (``load_window``); a failure is the run's failure."""
+    spec, window = job.spec, job.window
+    assert window is not None
+    chunk = window.as_chunk()
+    where = _where(spec, chunk)
+    try:
+        with postgres.get_connection(spec.pg_database) as conn:
+            apply_bulk_session_settings(conn)
+            summary.window = load_window(
+                conn,
+                target,
+                chunk,
+                lambda: conform(job.source.open(chunk, loaded), target, spec.batch_size, spec.nul_bytes, where),
+                low=watermark_text(window.low),
+                source_rows=window.source_rows,
+                insert_only=spec.insert_only_mode,
+                run_id=job.run_id,
+            )
+    except Exception as exc:
+        message = _failure_message(exc, False, spec.batch_size, 0)
+        summary.failures[chunk.key] = message
+        summary.permanent_failures += _is_permanent(exc)
+        logger.error(f"{spec.name} window {chunk.key}: {message}")
+        return
+    w = summary.window
+    logger.info(
+        f"{spec.name} window {watermark_text(window.read_from)} .. {watermark_text(window.high)}: "
+        f"{w.rows_copied} rows read, {w.rows_inserted} inserted, {w.rows_updated} updated in {w.seconds:.2f}s"
+    )
 
 
 @contextlib.contextmanager
@@ -227,9 +315,9 @@ def _indexes_away_for_the_load(
                 "key is away until that load ends; this load would need it to merge by key. Retry once it has finished"
             )
         if key_away:
-            rebuilt, emptied = keys.rebuild(control, target, spec.chunking_type, job.run_id)
-            logger.warning(f"{spec.name}: rebuilt {rebuilt}, left dropped by an interrupted first load")
-            for key, why in emptied.items():
+            repaired = keys.rebuild(control, target, spec.chunking_type, job.run_id)
+            logger.warning(f"{spec.name}: rebuilt {repaired.names}, left dropped by an interrupted first load")
+            for key, why in repaired.failed.items():
                 logger.warning(f"{spec.name} chunk {key}: {why}")
         dropped: list[str] = []
         if job.full_load and owner:
@@ -244,10 +332,12 @@ def _indexes_away_for_the_load(
         finally:
             if dropped:
                 t_index = time.perf_counter()
-                summary.indexes_rebuilt, emptied = keys.rebuild(control, target, spec.chunking_type, job.run_id)
+                rebuilt = keys.rebuild(control, target, spec.chunking_type, job.run_id)
+                summary.indexes_rebuilt = rebuilt.names
                 summary.index_seconds = time.perf_counter() - t_index
-                summary.failures.update(emptied)
-                summary.results = [r for r in summary.results if r.key not in emptied]
+                summary.failures.update(rebuilt.failed)
+                summary.permanent_failures += len(rebuilt.permanent)
+                summary.results = [r for r in summary.results if r.key not in rebuilt.failed]
     finally:
         if owner:
             indexes.unlock_indexes(control, schema, table)
@@ -256,6 +346,7 @@ def _indexes_away_for_the_load(
 def _truncate(conn: psycopg.Connection, target: TargetTable, run_id: str | None) -> None:
     with conn.transaction():
         locks.xact_lock(conn, locks.table_key(target.schema, target.table))
+        locks.hold_lease_exclusive(conn, target.schema, target.table)  # no window is between read and commit
         conn.execute(sql.SQL("TRUNCATE {}").format(target.ident))
         ledger.record_truncation(conn, target.schema, target.table, run_id)
 
@@ -270,11 +361,14 @@ def _load_chunks(
     logger: Any,
 ) -> None:
     spec = job.spec
+    if not job.chunks:
+        return
     connections = _TargetConnections(postgres, spec.pg_database)
+    lease = _TableLease(postgres, spec.pg_database, target.schema, target.table)
     stop = threading.Event()  # set when the run is interrupted: in-flight chunks roll back, queued ones never start
 
     def batches(chunk: Chunk, batch_size: int) -> Iterator[pa.RecordBatch]:
-        source = ahead.take(chunk)  # opened ahead while an earlier chunk loaded, or opened now
+        source = ahead.take(chunk, stop)  # opened ahead while an earlier chunk loaded, or opened now
         try:
             stream = conform(source, target, batch_size, spec.nul_bytes, _where(spec, chunk))
             for n, batch in enumerate(stream):
@@ -298,8 +392,11 @@ def _load_chunks(
             try:
                 if stop.is_set():
                     raise ChunkInterrupted("stopped before the chunk started")
+                conn = connections.get()
+                if not notes:
+                    ledger.mark_running(conn, spec.pg_schema, spec.pg_table, chunk.key, job.run_id)
                 return load_chunk(
-                    connections.get(),
+                    conn,
                     target,
                     chunk,
                     functools.partial(batches, chunk, batch_size),
@@ -307,6 +404,7 @@ def _load_chunks(
                     run_id=job.run_id,
                     source_query=job.source.query_text(chunk, loaded),
                     fallback="; ".join(notes) or None,
+                    read_watermark=job.start_watermark,
                 )
             except Exception as exc:
                 smaller = _smaller_batches(batch_size, len(notes))
@@ -318,10 +416,10 @@ def _load_chunks(
                     continue
                 message = _failure_message(exc, stop.is_set(), batch_size, len(notes))
                 _note_failure(postgres, spec, chunk, message, job.run_id)
-                raise ChunkLoadError(message, permanent=isinstance(exc, InputError)) from exc
+                raise ChunkLoadError(message, permanent=_is_permanent(exc)) from exc
 
     workers = max(1, min(spec.parallel_threads, len(job.chunks)))
-    ahead = _ReadAhead(job.source, job.chunks, loaded, READ_AHEAD * workers)
+    ahead = _ReadAhead(job.source, job.chunks, loaded, READ_AHEAD * workers, lease)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sf2pg-chunk")
     try:
         futures = {pool.submit(run, chunk): chunk for chunk in job.chunks}
@@ -350,14 +448,31 @@ def _load_chunks(
     finally:
         pool.shutdown(wait=True)
         ahead.close()
+        lease.close()
         connections.close()
-        job.source.close()
+
+
+def _is_permanent(exc: BaseException) -> bool:
+    """A failure no retry can fix: bad input (config, schema, data), or a value PostgreSQL refuses
+    (class 22: data exceptions such as jsonb's ``\\u0000``, a numeric overflow; class 23: constraints)."""
+    if isinstance(exc, InputError):
+        return True
+    if isinstance(exc, psycopg.errors.DataError | psycopg.errors.IntegrityError):
+        return True
+    cause = exc.__cause__ or exc.__context__
+    return isinstance(cause, psycopg.errors.DataError | psycopg.errors.IntegrityError)
 
 
 def _failure_message(exc: Exception, interrupted: bool, batch_size: int, tiers_taken: int) -> str:
     """What failed, for the ledger and the run's error: which side, or why no side is to blame."""
     if isinstance(exc, BadDataError):
         return f"bad source data: {exc}"
+    if isinstance(exc, psycopg.errors.DataError | psycopg.errors.IntegrityError) and not interrupted:
+        where = f" ({exc.diag.context.strip()})" if exc.diag.context else ""
+        column = f" in column {exc.diag.column_name!r}" if exc.diag.column_name else ""
+        return f"PostgreSQL (target) refused a value{column}: {exc.diag.message_primary or exc}{where}"
+    if isinstance(exc, InputError) and not interrupted:
+        return f"bad input: {exc}"
     if interrupted:
         return f"interrupted: the run was stopped and the chunk rolled back ({exc})"
     if _is_resource_error(exc):
@@ -374,28 +489,91 @@ def _close(stream: object) -> None:
         close()
 
 
+class _TableLease:
+    """This load's hold on the table's lease (see ``sf2pg.load.locks``): shared, taken before a chunk's
+    Snowflake read and given back after its transaction ends, so a window never commits between a
+    chunk's read and its commit. With it goes the chunk's read lock, so two runs loading one chunk
+    commit in the order they read.
+
+    Held on a connection of its own. Every call is a non-waiting try, so no thread ever blocks on the
+    server while holding the connection another thread needs to give its hold back."""
+
+    def __init__(self, postgres: PostgresResource, database: str, schema: str, table: str) -> None:
+        self._postgres, self._database, self._schema, self._table = postgres, database, schema, table
+        self._mutex = threading.Lock()
+        self._stack = ExitStack()
+        self._conn: psycopg.Connection | None = None
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._stack.enter_context(self._postgres.get_connection(self._database))
+        return self._conn
+
+    def try_take(self, chunk_key: str) -> bool:
+        with self._mutex:
+            conn = self._connection()
+            lease = locks.lease_key(self._schema, self._table)
+            if not locks.try_lock(conn, lease, shared=True):
+                return False
+            if locks.try_lock(conn, locks.read_key(self._schema, self._table, chunk_key)):
+                return True
+            locks.unlock(conn, lease, shared=True)
+            return False
+
+    def take(self, chunk_key: str, stop: threading.Event) -> None:
+        """Wait for the lease: a window or check holds it, or another run is between its read and its
+        commit of this chunk."""
+        while not self.try_take(chunk_key):
+            if stop.wait(0.05):
+                raise ChunkInterrupted("stopped while waiting for the table's lease")
+
+    def give_back(self, chunk_key: str) -> None:
+        with self._mutex:
+            if self._conn is None or self._conn.closed:
+                return
+            locks.unlock(self._conn, locks.read_key(self._schema, self._table, chunk_key))
+            locks.unlock(self._conn, locks.lease_key(self._schema, self._table), shared=True)
+
+    def close(self) -> None:
+        """Ends the session, which gives back whatever it still holds."""
+        with self._mutex:
+            self._stack.close()
+            self._conn = None
+
+
 class _ReadAhead:
     """Opens the next chunk's source stream while earlier chunks load, so its query overlaps their COPY.
 
     Each chunk whose rows have started flowing opens at most the next one, and at most ``limit`` opened
     streams wait unread at a time, so memory holds the loading chunks' prefetched batches plus those of
     ``limit`` waiting streams. Chunks are opened ahead in ``chunks`` order (the pool's submission order).
+    A stream is opened only under the chunk's lease; opening ahead never waits for it.
     """
 
-    def __init__(self, source: ChunkSource, chunks: list[Chunk], columns: list[SourceColumn], limit: int) -> None:
-        self._source, self._columns, self.limit = source, columns, limit
+    def __init__(
+        self, source: ChunkSource, chunks: list[Chunk], columns: list[SourceColumn], limit: int, lease: _TableLease
+    ) -> None:
+        self._source, self._columns, self.limit, self._lease = source, columns, limit, lease
         self._order, self._next = chunks, 0
         self._started: set[str] = set()
+        self._leased: set[str] = set()
         self._opened: dict[str, Iterator[pa.Table | pa.RecordBatch]] = {}
         self._lock = threading.Lock()
         self._closed = False
 
-    def take(self, chunk: Chunk) -> Iterator[pa.Table | pa.RecordBatch]:
+    def take(self, chunk: Chunk, stop: threading.Event) -> Iterator[pa.Table | pa.RecordBatch]:
         """The chunk's stream opened ahead, else a fresh one (a retry always re-reads afresh)."""
         with self._lock:
             self._started.add(chunk.key)
             stream = self._opened.pop(chunk.key, None)
-        return stream if stream is not None else self._source.open(chunk, self._columns)
+            leased = chunk.key in self._leased
+        if stream is not None:
+            return stream
+        if not leased:
+            self._lease.take(chunk.key, stop)
+            with self._lock:
+                self._leased.add(chunk.key)
+        return self._source.open(chunk, self._columns)
 
     def open_next(self) -> None:
         with self._lock:
@@ -404,22 +582,33 @@ class _ReadAhead:
             if self._closed or self._next >= len(self._order) or len(self._opened) >= self.limit:
                 return
             chunk = self._order[self._next]
+            if not self._lease.try_take(chunk.key):
+                return  # a window waits for the lease (or another run loads this chunk): read later
             self._started.add(chunk.key)
+            self._leased.add(chunk.key)
             # under the lock: open() only starts a background reader, it does not wait for rows
             self._opened[chunk.key] = self._source.open(chunk, self._columns)
 
     def discard(self, chunk: Chunk) -> None:
-        """Close the chunk's stream if it was opened ahead but never read (the chunk failed or stopped first)."""
+        """The chunk's transaction has ended: close its stream if it was opened ahead but never read, and
+        give back its lease."""
         with self._lock:
             stream = self._opened.pop(chunk.key, None)
+            leased = chunk.key in self._leased
+            self._leased.discard(chunk.key)
         _close(stream)
+        if leased:
+            self._lease.give_back(chunk.key)
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
             opened, self._opened = list(self._opened.values()), {}
+            leased, self._leased = list(self._leased), set()
         for stream in opened:
             _close(stream)
+        for key in leased:
+            self._lease.give_back(key)
 
 
 # Chunk streams opened ahead per loader thread (see _ReadAhead): one lets every loader's next chunk

@@ -53,6 +53,7 @@ class TargetTable:
     created: bool = False
     skipped_source_columns: list[str] = field(default_factory=list)
     unfilled_target_columns: list[str] = field(default_factory=list)
+    watermark_column: ColumnPlan | None = None  # where the source watermark loads (guards merges, windows)
 
     @property
     def ident(self) -> sql.Composed:
@@ -120,6 +121,7 @@ def prepare_target(
     uniqueness_columns: tuple[str, ...],
     chunking_column: str | None,
     where: str,
+    watermark_column: str | None = None,
 ) -> TargetTable:
     """Create the schema and table if missing; otherwise map onto the columns both sides share.
 
@@ -130,6 +132,7 @@ def prepare_target(
     by_source = {c.name: (c, name, t) for c, name, t in planned}
     key_sources = [find_column(source_columns, k, "uniqueness", where) for k in uniqueness_columns]
     chunk_source = find_column(source_columns, chunking_column, "chunking", where) if chunking_column else None
+    watermark_source = find_column(source_columns, watermark_column, "watermark", where) if watermark_column else None
 
     with conn.transaction():
         # concurrent runs on one table would race to create it: one prepares, the others wait
@@ -144,6 +147,12 @@ def prepare_target(
     target.chunk_column = next((c for c in target.columns if chunk_source and c.source == chunk_source), None)
     if chunk_source and target.chunk_column is None:
         raise TargetSchemaError(f"{where}: chunking column {chunk_source.name!r} has no column in the target table")
+    target.watermark_column = next((c for c in target.columns if c.source == watermark_source), None)
+    if watermark_source and target.watermark_column is None:
+        raise TargetSchemaError(
+            f"{where}: watermark column {watermark_source.name!r} has no column in the target table; "
+            "sync needs it to compare and to order writes"
+        )
     return target
 
 
