@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,10 +126,35 @@ def test_killed_mid_merge_every_chunk_is_all_old_or_all_new_and_a_rerun_ends_exa
         "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'WITH ins AS (INSERT%%' "
         "AND datname = current_database()"
     )
-    _kill_when(_sf2pg(tmp_path, raw, "migrate"), lambda: world.pg_query(merging)[0][0] > 0)
+    _kill_when(_sf2pg(tmp_path, raw, "migrate", "--reload"), lambda: world.pg_query(merging)[0][0] > 0)
     _wait_for_idle_server(world)
     world.pg_query("DROP TRIGGER slow_merge ON tgt.all_types")
     per_chunk = world.pg_query(CHUNK_CHANGES)
     assert all(changed in (0, rows) for _, changed, rows in per_chunk), per_chunk
     assert any(changed == 0 for _, changed, _ in per_chunk)  # the kill landed before the end
     _rerun_ends_exact_and_dagster_agrees_with_the_ledger(world, tmp_path, raw)
+
+
+def test_a_killed_parallel_migrate_resumes_on_a_new_dagster_instance_and_reads_only_missing_chunks(
+    world: World, tmp_path: Path
+):
+    seed_all_types(world, 6000)
+    raw = all_types_config(world, "id", rows_per_chunk=200, parallel_threads=3)
+    _kill_when(_sf2pg(tmp_path, raw, "migrate"), lambda: _completed(world) >= 6)
+    _wait_for_idle_server(world)
+    done = "SELECT chunk_key, run_id, completed_at FROM migration_status.chunk_state WHERE status = 'completed'"
+    before = {key: (run_id, at) for key, run_id, at in world.pg_query(done)}
+    planned = world.pg_query("SELECT count(*) FROM migration_status.chunk_state")[0][0]
+    assert 6 <= len(before) < planned  # the ledger holds the whole plan, loaded or not
+    shutil.rmtree(tmp_path / "dagster_home")  # Dagster's instance forgets everything
+
+    rerun = _sf2pg(tmp_path, raw, "migrate")
+    assert rerun.wait(300) == 0
+    assert_exact(world)
+    after = {key: (run_id, at) for key, run_id, at in world.pg_query(done)}
+    assert len(after) == planned
+    assert all(after[key] == before[key] for key in before)  # completed chunks were not read again
+    spec = parse_config(raw).tables()[0]
+    with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        materialized = set(instance.get_materialized_partitions(AssetKey([spec.source_name, spec.pg_table])))
+    assert materialized == set(after)  # the new instance shows every chunk the target holds

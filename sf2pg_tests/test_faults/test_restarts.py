@@ -70,7 +70,8 @@ def test_a_snowflake_outage_mid_run_is_retried_and_names_the_source_side(
                     "SELECT count(*) FROM pg_tables WHERE schemaname = 'migration_status' AND tablename = 'chunk_state'"
                 )
                 != [(0,)]
-                and world.pg_query("SELECT count(*) FROM migration_status.chunk_state")[0][0] >= 3
+                and world.pg_query("SELECT count(*) FROM migration_status.chunk_state WHERE status = 'completed'")[0][0]
+                >= 3
             ):
                 break
             time.sleep(0.05)

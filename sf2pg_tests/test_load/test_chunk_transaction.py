@@ -115,7 +115,7 @@ def test_secondary_indexes_are_dropped_for_a_full_load_and_rebuilt_after(world: 
     assert run(world, raw)[0].success
     world.pg_query("CREATE INDEX all_types_v ON tgt.all_types (v)")
     world.pg_query('CREATE INDEX "Odd ""index""" ON tgt.all_types (d, b)')
-    outcome = run(world, raw)[0]
+    outcome = run(world, raw, reload=True)[0]
     assert outcome.success, outcome.error
     assert sorted(outcome.metadata["indexes_rebuilt"].split(", ")) == ['Odd "index"', "all_types_v"]
     names = {r[0] for r in world.pg_query("SELECT indexname FROM pg_indexes WHERE tablename = 'all_types'")}
@@ -129,10 +129,11 @@ def test_truncate_needs_both_the_config_flag_and_the_runtime_confirmation(world:
     instance = DagsterInstance.ephemeral()
     assert run(world, raw, instance)[0].success
     world.pg_query("INSERT INTO tgt.all_types (id, v, ts_ntz) VALUES (999999, 'stray', '1990-01-01')")
-    unconfirmed = run(world, raw, instance)[0]
-    assert unconfirmed.success and not unconfirmed.metadata["truncated"]
+    unconfirmed = run(world, raw, instance, reload=True)[0]
+    assert not unconfirmed.metadata["truncated"]
+    assert not unconfirmed.success and "1 more rows than the source" in unconfirmed.error  # the stray row is seen
     assert world.pg_query("SELECT count(*) FROM tgt.all_types WHERE id = 999999") == [(1,)]  # outside every chunk
-    confirmed = run(world, raw, instance, confirm_truncate=True)[0]
+    confirmed = run(world, raw, instance, confirm_truncate=True, reload=True)[0]
     assert confirmed.success and confirmed.metadata["truncated"]
     assert confirmed.metadata["mode"] == f"copy: {confirmed.metadata['chunks']}"
     assert world.pg_query("SELECT truncated_at IS NOT NULL FROM migration_status.table_state") == [(True,)]

@@ -33,7 +33,7 @@ def test_two_concurrent_full_loads_of_one_table_end_exact(world: World):
     world.sf_exec(f"UPDATE {table} SET V = 'changed twice' WHERE ID % 7 = 0", f"DELETE FROM {table} WHERE ID % 11 = 0")
 
     def load() -> bool:
-        return migrate(config, config.tables(), DagsterInstance.ephemeral())[0].success
+        return migrate(config, config.tables(), DagsterInstance.ephemeral(), reload=True)[0].success
 
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda _: load(), range(2)))

@@ -54,7 +54,7 @@ def test_a_first_load_builds_the_primary_key_after_its_chunks_and_later_loads_ke
     assert world.pg_query(SAVED) == [(0,)]
     assert_exact(world)
 
-    [again] = run(world, raw, instance)  # chunks are loaded now: merges need the key, so it stays
+    [again] = run(world, raw, instance, reload=True)  # chunks are loaded now: merges need the key, so it stays
     assert again.success, again.error
     assert "indexes_rebuilt" not in again.metadata
     assert_exact(world)
@@ -76,8 +76,8 @@ def test_a_key_repeated_across_chunks_fails_just_those_chunks_then_merging_and_t
     assert world.pg_query(PRIMARY_KEY) == [("all_types_pkey",)]
     assert world.pg_query(SAVED) == [(0,)]
 
-    world.sf_exec(f"UPDATE {table} SET ID = 800 WHERE N_INT = 5600")
-    [rerun] = run(world, raw, instance)
+    world.sf_exec(f"UPDATE {table} SET ID = 800 WHERE N_INT = 5600")  # the source is fixed: reload it
+    [rerun] = run(world, raw, instance, reload=True)
     assert rerun.success, rerun.error
     assert_exact(world)
 
@@ -123,7 +123,7 @@ def test_while_a_first_load_holds_the_key_away_other_loads_and_restore_indexes_l
     # another load must not rebuild the key under the running one; it fails clearly, and Dagster's
     # retry (5 s later) finds the first load gone (its session ends 3 s in, without a rebuild)
     threading.Timer(3.0, first_load.close).start()
-    [second] = run(world, raw, instance)
+    [second] = run(world, raw, instance, reload=True)
     assert second.success, second.error
     assert "another load of this table is running its first load" in first_attempts_error(instance)
     assert world.pg_query(PRIMARY_KEY) == [("all_types_pkey",)]

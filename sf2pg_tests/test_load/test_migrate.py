@@ -86,13 +86,13 @@ def test_migrate_copies_every_type_family_exactly(world: World, chunking: str):
     assert_exact(world)
 
 
-def test_rerunning_the_whole_table_changes_nothing(world: World):
+def test_reloading_the_whole_table_changes_nothing(world: World):
     seed_all_types(world)
     instance = DagsterInstance.ephemeral()
     raw = all_types_config(world)
     assert run(world, raw, instance)[0].success
     before = target_rows(world, "tgt", "all_types", TARGET_COLUMNS)
-    second = run(world, raw, instance)[0]
+    second = run(world, raw, instance, reload=True)[0]
     assert second.success, second.error
     assert second.metadata["rows_inserted"] == 0 and second.metadata["rows_updated"] == 0
     assert "merge" in second.metadata["mode"]
@@ -100,7 +100,17 @@ def test_rerunning_the_whole_table_changes_nothing(world: World):
     assert_exact(world)
 
 
-def test_source_changes_are_reflected_exactly_on_rerun(world: World):
+def test_a_rerun_after_success_reads_nothing_and_says_so(world: World):
+    seed_all_types(world, 600)
+    instance = DagsterInstance.ephemeral()
+    raw = all_types_config(world)
+    assert run(world, raw, instance)[0].success
+    again = run(world, raw, DagsterInstance.ephemeral())[0]  # even with an instance that forgot everything
+    assert again.success and again.metadata == {} and "already loaded" in again.note
+    assert_exact(world)
+
+
+def test_source_changes_are_reflected_exactly_on_reload(world: World):
     table = seed_all_types(world)
     instance = DagsterInstance.ephemeral()
     raw = all_types_config(world)
@@ -111,7 +121,7 @@ def test_source_changes_are_reflected_exactly_on_rerun(world: World):
         # a row whose chunking value moves to another chunk: its key must not be duplicated
         f"UPDATE {table} SET TS_NTZ = '2023-05-03 00:00:00'::TIMESTAMP_NTZ WHERE ID = 900",
     )
-    again = run(world, raw, instance)[0]
+    again = run(world, raw, instance, reload=True)[0]
     assert again.success, again.error
     assert_exact(world)
 
@@ -121,7 +131,7 @@ def test_a_table_without_uniqueness_replaces_each_chunk(world: World):
     raw = all_types_config(world, uniqueness_columns=[])
     instance = DagsterInstance.ephemeral()
     assert run(world, raw, instance)[0].success
-    second = run(world, raw, instance)[0]
+    second = run(world, raw, instance, reload=True)[0]
     assert second.success and "replace" in second.metadata["mode"]
     assert_exact(world)
 

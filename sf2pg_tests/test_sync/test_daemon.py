@@ -32,5 +32,6 @@ def test_a_running_daemon_syncs_a_changed_table(world: World, tmp_path: Path, mo
                 time.sleep(2)
             assert runs, daemon_log()
             assert runs[0].status == DagsterRunStatus.SUCCESS, daemon_log()
-            assert runs[0].tags["dagster/partition"].startswith("inc_")
+            assert "sf2pg/window_high" in runs[0].tags and runs[0].tags["sf2pg/table"] == "src.orders"
+            assert runs[0].tags["dagster/asset_partition_range_end"] in instance.get_dynamic_partitions("src__orders")
     assert exact(world)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 
-from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context, materialize
+from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from sf2pg.assets import build_table_asset
 from sf2pg.build import build_resources
 from sf2pg.config import parse_config
 from sf2pg.partitions import partitions_name
 from sf2pg.resources import PostgresResource, snowflake_resource
-from sf2pg.runs import sync
+from sf2pg.runs import run_table_job, sync
 from sf2pg.sensors import build_watermark_sensor
 from sf2pg_tests.harness import World, source_rows, target_rows
 from sf2pg_tests.test_load.test_migrate import run
@@ -66,13 +66,21 @@ def evaluate(sensor, instance: DagsterInstance, cursor: str | None):
         return sensor(context)
 
 
-def test_the_sensor_requests_one_window_and_a_second_tick_requests_nothing(world: World):
+def run_request(request, spec, instance: DagsterInstance):
+    """Launch a sensor's run request the way the daemon would: the table's asset and checks, with its tags."""
+    return run_table_job("sync", spec, instance, build_resources(resolve_env=True), request.tags)
+
+
+def test_the_sensor_requests_one_window_over_the_chunks_it_touches_and_a_second_tick_requests_nothing(
+    world: World,
+):
     table = seed_orders(world)
     raw = orders_config(world, watermark_lookback=3600)
     instance = DagsterInstance.ephemeral()
     assert run(world, raw, instance)[0].success
     spec = parse_config(raw).tables()[0]
     sensor = build_watermark_sensor("src", [spec], 60, running=False)
+    chunks_before = list(instance.get_dynamic_partitions(partitions_name(spec)))
 
     result = evaluate(sensor, instance, None)
     assert isinstance(result, SkipReason)  # nothing changed since the full load
@@ -81,25 +89,50 @@ def test_the_sensor_requests_one_window_and_a_second_tick_requests_nothing(world
     result = evaluate(sensor, instance, None)
     assert isinstance(result, SensorResult)
     [request] = result.run_requests
-    [addition] = result.dynamic_partitions_requests
-    assert request.partition_key == addition.partition_keys[0] and request.partition_key.startswith("inc_")
+    assert request.tags["sf2pg/incremental"] == "true" and request.tags["sf2pg/table"] == spec.name
     assert json.loads(result.cursor)[spec.name]["rows"] == 602
-
-    instance.add_dynamic_partitions(partitions_name(spec), [request.partition_key])
-    done = materialize(
-        [build_table_asset(spec)],
-        instance=instance,
-        resources=build_resources(resolve_env=True),
-        partition_key=request.partition_key,
+    after = list(instance.get_dynamic_partitions(partitions_name(spec)))
+    assert after[: len(chunks_before)] == chunks_before and len(after) == len(chunks_before) + 1  # one edge chunk
+    assert not any(k.startswith("inc_") for k in after)  # windows are no partitions of their own
+    # the run covers the chunks the window's rows fall in: the updated row's new place and the new edge
+    assert (request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]) == (
+        chunks_before[-1],
+        after[-1],
     )
+
+    done = run_request(request, spec, instance)
     assert done.success
-    md = done.get_asset_materialization_events()[0].materialization.metadata
-    assert md["mode"].value == "incremental: 1"
-    assert md["rows_inserted"].value == 2 and md["rows_updated"].value == 1
+    md = {m.partition: m.metadata for m in (e.materialization for e in done.get_asset_materialization_events())}
+    assert set(md) == {chunks_before[-1], after[-1]}
+    assert md[after[-1]]["mode"].value == "merge: 1"  # the edge chunk loads as a chunk, over the window's rows
+    assert md[chunks_before[-1]]["mode"].value == "kept current by the window"
     assert exact(world)
 
     again = evaluate(sensor, instance, result.cursor)
     assert isinstance(again, SkipReason)
+
+
+def test_an_unmoved_source_costs_the_sensor_no_postgresql_query(world: World):
+    seed_orders(world, 100)
+    raw = orders_config(world)
+    instance = DagsterInstance.ephemeral()
+    assert run(world, raw, instance)[0].success
+    spec = parse_config(raw).tables()[0]
+    sensor = build_watermark_sensor("src", [spec], 60, running=False)
+    first = evaluate(sensor, instance, None)
+    assert isinstance(first, SkipReason)
+    # a PostgreSQL nobody can reach: the next tick must not need it
+    unreachable = {"snowflake": snowflake_resource(resolve=True), "postgres": PostgresResource(port=1)}
+    with build_sensor_context(instance=instance, cursor=first_cursor(sensor, instance), resources=unreachable) as ctx:
+        again = sensor(ctx)
+    assert isinstance(again, SkipReason), again
+
+
+def first_cursor(sensor, instance: DagsterInstance) -> str:
+    resources = {"snowflake": snowflake_resource(resolve=True), "postgres": PostgresResource()}
+    with build_sensor_context(instance=instance, resources=resources) as context:
+        sensor(context)
+        return context.cursor
 
 
 def test_late_rows_inside_the_lookback_are_not_lost(world: World):
@@ -144,7 +177,7 @@ def test_integer_watermarks_sync_too(world: World):
     assert run(world, raw, instance)[0].success
     world.sf_exec(f"INSERT INTO {table} VALUES (5000, '2030-01-01'::TIMESTAMP_NTZ, 'big id', 1)")
     [outcome] = sync(parse_config(raw).tables(), instance)
-    assert outcome.success and outcome.window == f"inc_{299:020d}_{5000:020d}"
+    assert outcome.success and outcome.window == "299 .. 5000"  # a number watermark has no lookback by default
     assert exact(world)
 
 
