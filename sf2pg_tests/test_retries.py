@@ -41,3 +41,46 @@ def test_a_failure_that_allows_retries_is_retried_as_a_declared_policy_would():
     with pytest.raises(RetryRequested) as caught, retried_on_failure(0):
         raise Failure("the warehouse is suspended")
     assert isinstance(caught.value.__cause__, Failure)
+
+
+def test_a_retry_is_announced_with_the_failure_and_when_the_next_attempt_starts():
+    from sf2pg import progress
+
+    class Listener:
+        def __init__(self):
+            self.retries = []
+
+        def on_table_started(self, table):
+            pass
+
+        def on_chunk(self, table, result):
+            pass
+
+        def on_retry(self, event):
+            self.retries.append(event)
+
+    listener = Listener()
+    unsubscribe = progress.subscribe(listener)
+    try:
+        for previous_attempts in range(STEP_RETRIES.max_retries + 1):
+            with pytest.raises(RetryRequested), retried_on_failure(previous_attempts):
+                raise ConnectionError("server closed\n  the connection")
+    finally:
+        unsubscribe()
+    # one announcement per retry that will happen; the last failure is the step's, not a retry
+    assert [(e.attempt, e.attempts) for e in listener.retries] == [(1, 3), (2, 3)]
+    first = listener.retries[0]
+    assert first.reason == "server closed the connection"  # one line
+    assert 0 <= first.seconds <= 2 * STEP_RETRIES.delay  # the wait the retry request carries
+
+
+def test_the_cli_prints_a_line_per_retry_naming_the_table_and_the_next_attempt(capsys):
+    from sf2pg.cli import _LoadProgress
+    from sf2pg.progress import RetryScheduled
+
+    display = _LoadProgress()
+    display.names[("src", "orders")] = "src.orders"
+    display.on_retry(RetryScheduled(("src", "orders"), 1, 3, 7.2, "cannot connect to PostgreSQL at db:5432"))
+    out = capsys.readouterr().out
+    assert "src.orders: attempt 1 of 3 failed: cannot connect to PostgreSQL at db:5432" in out
+    assert "attempt 2 starts at" in out and "(in 7 s)" in out
