@@ -491,13 +491,18 @@ def _quiet_warnings() -> None:
     warnings.filterwarnings("ignore", message=r"XDG_RUNTIME_DIR is not set")
 
 
-def _self_explained() -> tuple[type[BaseException], ...]:
-    """Errors whose message says everything (what, where, what to do): printed without a class name."""
+def _self_explained(exc: Exception) -> int | None:
+    """The exit code of an error whose message says everything (what, where, what to do), printed
+    without a class name: 2 for a command line or an install to fix, 1 for a server to start or reach."""
     from sf2pg.demo import DemoExtraMissing, DemoNotRunning
     from sf2pg.resources import PostgresUnreachable
     from sf2pg.selection import SelectionError
 
-    return (SelectionError, PostgresUnreachable, DemoExtraMissing, DemoNotRunning)
+    if isinstance(exc, SelectionError | DemoExtraMissing):
+        return 2
+    if isinstance(exc, PostgresUnreachable | DemoNotRunning):
+        return 1
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -518,12 +523,12 @@ def main(argv: list[str] | None = None) -> None:
         )
         code = 130
     except Exception as exc:  # a clear one-line error, never a traceback with connection details
-        explained = isinstance(exc, _self_explained())
+        explained = _self_explained(exc)
         err_console.print("[red]error:[/]", end=" ")
         err_console.print(
             str(exc) if explained else f"{type(exc).__name__}: {exc}", highlight=False, markup=False, soft_wrap=True
         )
-        code = 2 if isinstance(exc, _self_explained()[:1]) else 1  # a bad selection is a usage error
+        code = explained or 1
     sys.exit(code)
 
 

@@ -7,6 +7,7 @@ never echoed: connection errors are re-raised without connection parameters.
 from __future__ import annotations
 
 import functools
+import getpass
 import logging
 import os
 import threading
@@ -257,12 +258,11 @@ class PostgresResource(ConfigurableResource):
         """Where sf2pg tried (host, port, database, user) and libpq's reason, on one line; never the password."""
         host = self.host or os.environ.get("PGHOST") or "localhost"
         port = self.port or os.environ.get("PGPORT") or 5432
-        user = self.user or os.environ.get("PGUSER")
+        user = self.user or os.environ.get("PGUSER") or getpass.getuser()  # libpq's default: the OS user
         reason = " ".join(str(exc).split())
         return (
-            f"cannot connect to PostgreSQL at {host}:{port} (database {dbname!r}"
-            + (f", user {user!r}" if user else "")
-            + f"): {reason} (check PGHOST, PGPORT, PGUSER, PGPASSWORD or ~/.pgpass, PGSSLMODE)"
+            f"cannot connect to PostgreSQL at {host}:{port} (database {dbname!r}, user {user!r}): {reason} "
+            "(check PGHOST, PGPORT, PGUSER, PGPASSWORD or ~/.pgpass, PGSSLMODE)"
         )
 
 
