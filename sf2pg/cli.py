@@ -124,7 +124,7 @@ class _LoadProgress:
             )
 
     def on_table_started(self, table: str, since: float | None = None) -> None:
-        if table in self.started:  # a retried load keeps its first start
+        if table in self.started:
             return
         self.started[table] = since if since is not None else time.monotonic()
         if table in self.tasks:
@@ -149,6 +149,10 @@ class _LoadProgress:
 
     def on_retry(self, event: progress_hook.RetryScheduled) -> None:
         table = self.names.get(event.asset_key) or ".".join(event.asset_key) or "a step"
+        if table in self.tasks:  # the next attempt loads the run's chunks again: count and time it afresh
+            self.started.pop(table, None)
+            self.rows[table] = 0
+            self.progress.reset(self.tasks[table], start=False, completed=0, rows=0, rate=0.0)
         at = (dt.datetime.now() + dt.timedelta(seconds=event.seconds)).strftime("%H:%M:%S")
         self.progress.console.print(
             f"↻ {table}: attempt {event.attempt} of {event.attempts} failed: {event.reason}; "

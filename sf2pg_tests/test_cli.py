@@ -185,3 +185,47 @@ def test_validate_connect_finds_a_target_column_that_cannot_hold_the_source_and_
     # a dry run: no index, table or ledger was created by the check
     assert world.pg_query("SELECT count(*) FROM pg_indexes WHERE schemaname = 'tgt'") == [(0,)]
     assert world.pg_query("SELECT to_regclass('migration_status.chunk_state') IS NULL") == [(True,)]
+
+
+def test_rows_per_second_are_measured_over_each_tables_own_load(monkeypatch: pytest.MonkeyPatch):
+    from sf2pg.config import parse_config
+
+    raw = {
+        "sources": [
+            {
+                "source_name": "src",
+                "source_sf_database": "DB",
+                "source_sf_schema": "PUBLIC",
+                "target_pg_database": "tgt",
+                "target_pg_schema": "tgt",
+                "tables": [{"source": "FIRST"}, {"source": "SECOND"}],
+            }
+        ]
+    }
+    first, second = parse_config(raw).tables()
+
+    class Plan:
+        chunks, new_keys, source_queries = ["c1", "c2"], [], 1
+
+    class Chunk:
+        def __init__(self, rows: int, seconds: float) -> None:
+            self.key, self.mode, self.rows_copied, self.seconds = "c", "copy", rows, seconds
+
+    now = [1000.0]
+    monkeypatch.setattr(cli.time, "monotonic", lambda: now[0])
+    display = cli._LoadProgress()
+    display.on_plan(first, Plan())  # both tables are planned before either loads
+    display.on_plan(second, Plan())
+    now[0] += 60  # the first table loads for a minute
+    display.on_chunk(first.name, Chunk(30_000, 60))
+    now[0] += 1
+    display.on_table_started(second.name)  # the loader's event, when it sends one
+    now[0] += 2
+    display.on_chunk(second.name, Chunk(1_000, 2))
+    now[0] += 2  # no start event: the clock starts when the first chunk began
+    third = cli._LoadProgress()
+    third.on_plan(first, Plan())
+    third.on_chunk(first.name, Chunk(2_000, 4))
+    rates = [t.fields["rate"] for t in [*display.progress.tasks, *third.progress.tasks]]
+    assert rates == [pytest.approx(500), pytest.approx(500), pytest.approx(500)]  # not 1,000 rows / 63 s
+    assert [t.completed for t in display.progress.tasks] == [1, 1]

@@ -74,16 +74,41 @@ def test_a_retry_is_announced_with_the_failure_and_when_the_next_attempt_starts(
     assert 0 <= first.seconds <= 2 * STEP_RETRIES.delay  # the wait the retry request carries
 
 
+SHOP = {
+    "sources": [
+        {
+            "source_name": "shop",
+            "source_sf_database": "SHOP_DB",
+            "source_sf_schema": "PUBLIC",
+            "target_pg_database": "shop",
+            "target_pg_schema": "sales",
+            "tables": [{"source": "ORDERS"}],
+        }
+    ]
+}
+
+
 def test_the_cli_prints_a_line_per_retry_naming_the_table_and_the_next_attempt(capsys):
     from sf2pg.cli import _LoadProgress
+    from sf2pg.config import parse_config
     from sf2pg.progress import RetryScheduled
 
+    class Plan:
+        chunks, new_keys, source_queries = ["a", "b"], [], 1
+
+    class Chunk:
+        key, mode, rows_copied, seconds = "a", "copy", 10, 0.5
+
     display = _LoadProgress()
-    display.names[("src", "orders")] = "src.orders"
-    display.on_retry(RetryScheduled(("src", "orders"), 1, 3, 7.2, "cannot connect to PostgreSQL at db:5432"))
+    display.on_plan(parse_config(SHOP).tables()[0], Plan())
+    display.on_chunk("shop.orders", Chunk())
+    display.on_retry(RetryScheduled(("shop", "orders"), 1, 3, 7.2, "cannot connect to PostgreSQL at db:5432"))
     out = capsys.readouterr().out
-    assert "src.orders: attempt 1 of 3 failed: cannot connect to PostgreSQL at db:5432" in out
+    assert "shop.orders: attempt 1 of 3 failed: cannot connect to PostgreSQL at db:5432" in out
     assert "attempt 2 starts at" in out and "(in 7 s)" in out
+    # the next attempt loads the chunks again: the table's count and clock start over
+    assert display.rows["shop.orders"] == 0 and "shop.orders" not in display.started
+    assert display.progress.tasks[0].completed == 0
 
 
 def test_a_retry_in_a_real_run_is_announced_in_the_run_log_and_to_the_display(world, monkeypatch):
