@@ -19,12 +19,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from sf2pg.config import AppConfig, config_path, load_config
+
+if TYPE_CHECKING:  # imported where used: they need the demo extra
+    from sf2pg.devstack.emulator import Emulator
+    from sf2pg.devstack.postgres import LocalPostgres
 
 STATE_DIR = Path(".sf2pg")
 DEMO_PG_PORT = 54329
@@ -62,8 +66,8 @@ def require_demo_extra(command: str, also: dict[str, str] | None = None) -> None
 
 @dataclass
 class DemoStack:
-    postgres: Any  # devstack.postgres.LocalPostgres
-    emulator: Any  # devstack.emulator.Emulator
+    postgres: LocalPostgres
+    emulator: Emulator
     env: dict[str, str]
 
     def stop(self) -> None:
