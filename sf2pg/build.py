@@ -1,10 +1,14 @@
-"""Build the Dagster definitions for a config (the code location module only calls this)."""
+"""Build the Dagster definitions for a config: the one place both the ``sf2pg.definitions`` code
+location and the dg Component (``sf2pg.components``) get them from."""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from dagster import Definitions, in_process_executor
+from dagster import BetaWarning, Definitions, PreviewWarning, in_process_executor
 
 from sf2pg.assets import IO_MANAGER_KEY, build_table_asset
 from sf2pg.checks import build_table_checks
@@ -25,8 +29,24 @@ def build_resources(resolve_env: bool = False) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def _without_sf2pg_notices() -> Iterator[None]:
+    """Hide the two notices sf2pg's own definitions raise, which a user can do nothing about: backfill
+    policies are beta and partitioned asset checks are preview (the only way to get a single-run
+    backfill and a check result per chunk). A user's own code, loaded elsewhere, still shows them."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"Parameter `backfill_policy` .* is currently in beta", BetaWarning)
+        warnings.filterwarnings("ignore", r"Specifying a partitions_def on an AssetCheckSpec", PreviewWarning)
+        yield
+
+
 def build_definitions(config: AppConfig, resolve_env: bool = False) -> Definitions:
     """Every enabled table as an asset, plus the planning job, for one config."""
+    with _without_sf2pg_notices():
+        return _definitions(config, resolve_env)
+
+
+def _definitions(config: AppConfig, resolve_env: bool) -> Definitions:
     specs = config.tables()
     sensors = [
         build_watermark_sensor(

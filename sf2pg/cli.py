@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
+import os
 import sys
 import time
 import warnings
 from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from rich.console import Console
@@ -24,9 +27,31 @@ err_console = Console(stderr=True)
 
 # ---- helpers ---------------------------------------------------------------------------------
 
+# commands that read or load target tables: an unreachable PostgreSQL stops them before any work
+_TARGET_COMMANDS = {"plan", "migrate", "sync", "verify", "status", "restore-indexes"}
+
 
 def _load(args: argparse.Namespace) -> AppConfig:
-    return load_config(args.config)  # resolves flag, then $SF2PG_CONFIG, then the default, and says which
+    """The command's config, with its SOURCE/-t selection checked and, for commands that touch the
+    targets, each target database reached once: a mistake is one clear line before any work starts."""
+    from sf2pg.selection import check_selection
+
+    config = load_config(args.config)  # resolves flag, then $SF2PG_CONFIG, then the default, and says which
+    check_selection(config, getattr(args, "source", None), getattr(args, "table", None), str(config_path(args.config)))
+    if args.command in _TARGET_COMMANDS:
+        _reach_targets(config)
+    return config
+
+
+def _reach_targets(config: AppConfig) -> None:
+    """Connect once to every target database (a few milliseconds each), so a PostgreSQL that cannot be
+    reached fails the command at once, naming host and port, instead of after a run's retries."""
+    from sf2pg.resources import PostgresResource
+
+    postgres = PostgresResource()
+    for database in dict.fromkeys(s.pg_database for s in config.tables()):
+        with postgres.get_connection(database):
+            pass
 
 
 # Dagster's console log of in-process runs stays silent: the CLI prints progress, one line per failed
@@ -41,13 +66,25 @@ def _quiet_dagster() -> None:
 
 
 class _LoadProgress:
-    """Live per-table progress on a terminal; plain lines otherwise."""
+    """Live per-table progress on a terminal; plain lines otherwise.
+
+    A table's clock starts when its load starts (``progress.table_started``; without that event, when
+    its first chunk began), so rows/s and the time columns count its own load, not the wait for the
+    tables before it. Retries are printed as they are decided.
+
+    The live display draws on its own copy of the terminal's file descriptor: while a step runs, Dagster
+    points fd 1 at the step's compute log (mirroring it back later), and a display drawn through it
+    would freeze until the step ended.
+    """
 
     def __init__(self) -> None:
         self.live = console.is_terminal
+        self.console = Console(file=os.fdopen(os.dup(console.file.fileno()), "w")) if self.live else console
         self.tasks: dict[str, Any] = {}
+        self.chunks: dict[str, int] = {}
         self.rows: dict[str, int] = {}
         self.started: dict[str, float] = {}
+        self.names: dict[tuple[str, ...], str] = {}  # asset key path -> table name, for retry events
         self.progress = Progress(
             TextColumn("[bold]{task.fields[table]}"),
             BarColumn(),
@@ -55,38 +92,75 @@ class _LoadProgress:
             TextColumn("chunks  {task.fields[rows]:>12,} rows  {task.fields[rate]:>10,.0f} rows/s"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            console=console,
+            console=self.console,
             disable=not self.live,
         )
 
     def __enter__(self) -> _LoadProgress:
         self.progress.__enter__()
-        self._unsubscribe = progress_hook.subscribe(self.on_chunk)
+        self._unsubscribe = progress_hook.subscribe(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._unsubscribe()
         self.progress.__exit__(*exc)
+        if self.console is not console:
+            self.console.file.close()
 
     def on_plan(self, spec: Any, plan: Any) -> None:
-        self.tasks[spec.name] = self.progress.add_task("", total=len(plan.chunks), table=spec.name, rows=0, rate=0.0)
+        from sf2pg.assets import asset_key
+
+        # the clock starts with the table's load (start=False), not now
+        self.tasks[spec.name] = self.progress.add_task(
+            "", total=len(plan.chunks), table=spec.name, rows=0, rate=0.0, start=False
+        )
+        self.chunks[spec.name] = len(plan.chunks)
         self.rows[spec.name] = 0
-        self.started[spec.name] = time.monotonic()
+        self.names[tuple(asset_key(spec).path)] = spec.name
         if not self.live:
             console.print(
                 f"planned {spec.name}: {len(plan.chunks)} chunk(s) ({len(plan.new_keys)} new) "
                 f"with {plan.source_queries} source quer{'y' if plan.source_queries == 1 else 'ies'}"
             )
 
-    def on_chunk(self, table: str, result: Any) -> None:
-        self.rows[table] = self.rows.get(table, 0) + result.rows_copied
-        elapsed = max(time.monotonic() - self.started.get(table, time.monotonic()), 1e-6)
+    def on_table_started(self, table: str, since: float | None = None) -> None:
+        if table in self.started:
+            return
+        self.started[table] = since if since is not None else time.monotonic()
         if table in self.tasks:
-            self.progress.update(self.tasks[table], advance=1, rows=self.rows[table], rate=self.rows[table] / elapsed)
+            self.progress.start_task(self.tasks[table])
+            task = next(t for t in self.progress.tasks if t.id == self.tasks[table])
+            task.start_time = self.progress.get_time() - (time.monotonic() - self.started[table])
+        if not self.live:
+            console.print(f"loading {table}: {self.chunks.get(table, 0)} chunk(s)")
+
+    def on_chunk(self, table: str, result: Any) -> None:
+        now = time.monotonic()
+        if table not in self.started:  # the loader sent no start: the table began when this chunk did
+            self.on_table_started(table, since=now - result.seconds)
+        self.rows[table] = self.rows.get(table, 0) + result.rows_copied
+        rate = self.rows[table] / max(now - self.started[table], 1e-6)
+        if table in self.tasks:
+            self.progress.update(self.tasks[table], advance=1, rows=self.rows[table], rate=rate)
         if not self.live:
             console.print(
                 f"{table}: chunk {result.key} {result.mode} {result.rows_copied} rows in {result.seconds:.2f}s"
             )
+
+    def on_retry(self, event: progress_hook.RetryScheduled) -> None:
+        table = self.names.get(event.asset_key) or ".".join(event.asset_key) or "a step"
+        if table in self.tasks:  # the next attempt loads the run's chunks again: count and time it afresh
+            self.started.pop(table, None)
+            self.rows[table] = 0
+            self.progress.reset(self.tasks[table], start=False, completed=0, rows=0, rate=0.0)
+        at = (dt.datetime.now() + dt.timedelta(seconds=event.seconds)).strftime("%H:%M:%S")
+        self.progress.console.print(
+            f"↻ {table}: attempt {event.attempt} of {event.attempts} failed: {event.reason}; "
+            f"attempt {event.attempt + 1} starts at {at} (in {event.seconds:.0f} s)",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 # ---- commands --------------------------------------------------------------------------------
@@ -254,34 +328,36 @@ def _status(ok: bool) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from sf2pg.load.ledger import table_status
     from sf2pg.resources import PostgresResource
+    from sf2pg.status import table_statuses
 
     config = _load(args)
-    postgres = PostgresResource()
-    rows: list[dict] = []
-    for database in dict.fromkeys(s.pg_database for s in config.tables()):
-        with postgres.get_connection(database) as conn:
-            for row in table_status(conn):
-                rows.append({"database": database, **row})
+    rows = table_statuses(config, PostgresResource())
     if args.json:
         print(json.dumps(rows, default=str, indent=2))
         return 0
-    table = Table(title="sf2pg status (from the migration_status ledger)")
-    for column in ("database", "table", "progress", "chunks", "failed", "rows", "status"):
-        table.add_column(column)
+    table = Table(title="sf2pg status (chunks from the migration_status ledger, rows counted in the target)")
+    for column in ("table", "target", "progress", "chunks", "failed", "target rows", "status"):
+        table.add_column(column, justify="right" if column in ("chunks", "failed", "target rows") else "left")
     for r in rows:
         pct = 100.0 * r["completed_chunks"] / r["total_chunks"] if r["total_chunks"] else 0.0
+        held = (
+            "no table"
+            if r["target_rows"] is None
+            else f"{'~' if r['target_rows_estimated'] else ''}{r['target_rows']:,}"
+        )
         table.add_row(
-            r["database"],
-            f"{r['target_schema']}.{r['target_table']}",
+            r["table"],
+            f"{r['database']}.{r['target_schema']}.{r['target_table']}",
             f"{pct:.1f}%",
             f"{r['completed_chunks']}/{r['total_chunks']}",
             str(r["failed_chunks"]),
-            f"{r['total_rows_copied']:,}",
+            held,
             r["status"],
         )
     console.print(table)
+    if any(r["target_rows_estimated"] for r in rows):
+        console.print("~: PostgreSQL's estimate (the exact count took too long)", highlight=False)
     return 0
 
 
@@ -317,19 +393,33 @@ def cmd_restore_indexes(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from sf2pg.demo import run_demo
+    from sf2pg import demo
 
+    if args.demo_action == "env":
+        demo.print_env(demo.running_stack_env())
+        return 0
+    if args.demo_action == "stop":
+        stopped = demo.stop_demo_stack()
+        console.print("demo stack stopped" if stopped else "no demo stack was running")
+        return 0
     _quiet_dagster()
-    return run_demo(scale=args.scale, keep_running=args.keep_running)
+    return demo.run_demo(scale=args.scale, keep_running=args.keep_running, config_file=args.config)
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
     from sf2pg.demo import run_dev
 
-    return run_dev(port=args.port)
+    return run_dev(port=args.port, config_file=args.config)
 
 
 # ---- parser ----------------------------------------------------------------------------------
+
+
+def _version() -> str:
+    try:
+        return version("sf2pg")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -337,15 +427,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sf2pg",
         description="Copy and keep in sync Snowflake tables in PostgreSQL, on Dagster.",
     )
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        help="config file (default: $SF2PG_CONFIG, else config/config.json)",
-    )
+    config_help = "config file (default: $SF2PG_CONFIG, else config/config.json)"
+    parser.add_argument("--config", metavar="PATH", help=config_help)
+    parser.add_argument("--version", action="version", version=f"sf2pg {_version()}")
+    # Global options work after the command too (`sf2pg migrate --config x`): each command accepts them,
+    # and SUPPRESS keeps a command that was not given one from resetting the value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=config_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Callable, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    def add(name: str, func: Callable, help_text: str, into: Any = sub) -> argparse.ArgumentParser:
+        p = into.add_parser(name, help=help_text, description=help_text, parents=[common])
         p.set_defaults(func=func)
         return p
 
@@ -384,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("verify", cmd_verify, "Run the reconciliation checks headless; exit non-zero on any mismatch.")
     tables_args(p)
     p.add_argument("--all-chunks", action="store_true", help="list passing chunks too")
-    p = add("status", cmd_status, "Per-table progress from the migration_status ledger.")
+    p = add("status", cmd_status, "Per-table progress from the migration_status ledger, and rows in each target.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = add(
         "restore-indexes",
@@ -392,10 +484,28 @@ def build_parser() -> argparse.ArgumentParser:
         "Rebuild the indexes (and a first load's primary key) a crashed full load left dropped.",
     )
     tables_args(p)
-    p = add("demo", cmd_demo, "Start embedded PostgreSQL + Snowflake emulator, seed demo data, migrate, summarise.")
+    p = add(
+        "demo",
+        cmd_demo,
+        "Start embedded PostgreSQL + Snowflake emulator, seed demo data, migrate, summarise "
+        "(needs the demo extra: pip install 'sf2pg[demo]').",
+    )
     p.add_argument("--scale", type=float, default=1.0, help="demo data size factor (default 1.0 ≈ 210k rows)")
-    p.add_argument("--keep-running", action="store_true", help="leave both servers running afterwards")
-    p = add("dev", cmd_dev, "Set up the demo stack, then start the Dagster UI (dagster dev) pointed at it.")
+    p.add_argument(
+        "--keep-running",
+        action="store_true",
+        help='leave both servers running afterwards; then eval "$(sf2pg demo env)" and use any command on them',
+    )
+    demo_sub = p.add_subparsers(dest="demo_action", metavar="[env | stop]")
+    p.set_defaults(demo_action=None)
+    add(
+        "env",
+        cmd_demo,
+        'Print the environment that reaches the running demo stack: eval "$(sf2pg demo env)".',
+        demo_sub,
+    )
+    add("stop", cmd_demo, "Stop the demo stack that --keep-running (or sf2pg dev) left running.", demo_sub)
+    p = add("dev", cmd_dev, "Set up the demo stack, then serve the Dagster UI on it (dg dev; needs the demo extra).")
     p.add_argument("--port", type=int, default=3000, help="Dagster UI port (default 3000)")
     return parser
 
@@ -405,6 +515,20 @@ def _quiet_warnings() -> None:
     notice say nothing a CLI user can act on; Dagster's own processes still show them."""
     warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview)")
     warnings.filterwarnings("ignore", message=r"XDG_RUNTIME_DIR is not set")
+
+
+def _self_explained(exc: Exception) -> int | None:
+    """The exit code of an error whose message says everything (what, where, what to do), printed
+    without a class name: 2 for a command line or an install to fix, 1 for a server to start or reach."""
+    from sf2pg.demo import DemoExtraMissing, DemoNotRunning
+    from sf2pg.resources import PostgresUnreachable
+    from sf2pg.selection import SelectionError
+
+    if isinstance(exc, SelectionError | DemoExtraMissing):
+        return 2
+    if isinstance(exc, PostgresUnreachable | DemoNotRunning):
+        return 1
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -425,9 +549,12 @@ def main(argv: list[str] | None = None) -> None:
         )
         code = 130
     except Exception as exc:  # a clear one-line error, never a traceback with connection details
+        explained = _self_explained(exc)
         err_console.print("[red]error:[/]", end=" ")
-        err_console.print(f"{type(exc).__name__}: {exc}", highlight=False, markup=False, soft_wrap=True)
-        code = 1
+        err_console.print(
+            str(exc) if explained else f"{type(exc).__name__}: {exc}", highlight=False, markup=False, soft_wrap=True
+        )
+        code = explained or 1
     sys.exit(code)
 
 

@@ -7,6 +7,7 @@ never echoed: connection errors are re-raised without connection parameters.
 from __future__ import annotations
 
 import functools
+import getpass
 import logging
 import os
 import threading
@@ -202,6 +203,13 @@ def snowflake_resource(env: Mapping[str, str] | None = None, resolve: bool = Fal
     )
 
 
+class PostgresUnreachable(psycopg.OperationalError):
+    """A PostgreSQL server that cannot be reached or refuses the login; the message names host and port."""
+
+
+DEFAULT_CONNECT_TIMEOUT = 10  # seconds; libpq's own default waits for the operating system (minutes)
+
+
 class PostgresResource(ConfigurableResource):
     """The PostgreSQL target. Unset fields fall back to libpq's own variables (PGHOST, PGPORT, ...)."""
 
@@ -210,6 +218,10 @@ class PostgresResource(ConfigurableResource):
     user: str | None = Field(default=None, description="Role; default PGUSER.")
     password: str | None = Field(default=None, description="Password; default PGPASSWORD or ~/.pgpass.")
     sslmode: str | None = Field(default=None, description="SSL mode; default PGSSLMODE.")
+    connect_timeout: int | None = Field(
+        default=None,
+        description=f"Seconds to wait for a connection; default PGCONNECT_TIMEOUT, else {DEFAULT_CONNECT_TIMEOUT}.",
+    )
     application_name: str = Field(default="sf2pg", description="Shown in pg_stat_activity.")
 
     @contextmanager
@@ -226,17 +238,32 @@ class PostgresResource(ConfigurableResource):
             }.items()
             if v is not None
         }
+        timeout = self.connect_timeout or os.environ.get("PGCONNECT_TIMEOUT") or DEFAULT_CONNECT_TIMEOUT
         try:
             conn = psycopg.connect(
-                dbname=dbname, application_name=self.application_name, autocommit=autocommit, **params
+                dbname=dbname,
+                application_name=self.application_name,
+                autocommit=autocommit,
+                connect_timeout=int(timeout),
+                **params,
             )
         except psycopg.OperationalError as exc:
-            # libpq's message names host, port and user but never the password.
-            raise psycopg.OperationalError(f"cannot connect to PostgreSQL database {dbname!r}: {exc}") from None
+            raise PostgresUnreachable(self._unreachable(dbname, exc)) from None
         try:
             yield conn
         finally:
             conn.close()
+
+    def _unreachable(self, dbname: str, exc: psycopg.OperationalError) -> str:
+        """Where sf2pg tried (host, port, database, user) and libpq's reason, on one line; never the password."""
+        host = self.host or os.environ.get("PGHOST") or "localhost"
+        port = self.port or os.environ.get("PGPORT") or 5432
+        user = self.user or os.environ.get("PGUSER") or getpass.getuser()  # libpq's default: the OS user
+        reason = " ".join(str(exc).split())
+        return (
+            f"cannot connect to PostgreSQL at {host}:{port} (database {dbname!r}, user {user!r}): {reason} "
+            "(check PGHOST, PGPORT, PGUSER, PGPASSWORD or ~/.pgpass, PGSSLMODE)"
+        )
 
 
 def apply_bulk_session_settings(conn: psycopg.Connection) -> None:

@@ -162,20 +162,21 @@ def pg_env_from_os() -> dict[str, str] | None:
 
 @contextmanager
 def dagster_deployment(world: World, work: Path, config: dict, monkeypatch: Any) -> Iterator[Path]:
-    """DAGSTER_HOME with PostgreSQL storage (the repo's dagster.yaml) and SF2PG_CONFIG for ``config``.
+    """DAGSTER_HOME with PostgreSQL storage (the repo's instance/dagster.yaml) and SF2PG_CONFIG for ``config``.
 
     Yields the folder for logs; the environment is set for this process and its children.
     """
     import shutil
 
-    repo = Path(__file__).resolve().parents[1]
+    from sf2pg.demo import INSTANCE_YAML
+
     config_file = work / "config.json"
     config_file.write_text(json.dumps(config))
     storage_db = f"{world.pg_database}_dagster"
     world.stack.create_pg_database(storage_db)
     home = work / "dagster_home"
     home.mkdir()
-    shutil.copy(repo / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(INSTANCE_YAML, home / "dagster.yaml")
     env = {
         "DAGSTER_HOME": str(home),
         "DAGSTER_PG_HOST": os.environ.get("PGHOST", "127.0.0.1"),

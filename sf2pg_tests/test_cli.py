@@ -6,10 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from sf2pg import cli
 from sf2pg.cli import main
 from sf2pg_tests.harness import World
 from sf2pg_tests.test_load.test_migrate import all_types_config, seed_all_types
@@ -46,6 +48,58 @@ def test_every_subcommand_explains_itself():
         result = sf2pg(command, "--help")
         assert result.returncode == 0, result.stderr
         assert "usage: sf2pg" in result.stdout and len(result.stdout.splitlines()) > 3
+        assert "--config PATH" in result.stdout  # the global option is accepted after every command
+
+
+def test_the_version_is_the_installed_packages(capsys):
+    from importlib.metadata import version
+
+    code, out = run_cli(capsys, "--version")
+    assert code == 0 and out.strip() == f"sf2pg {version('sf2pg')}"
+
+
+def test_config_works_the_same_before_and_after_the_command(tmp_path: Path, capsys):
+    bad = write_config(tmp_path, {"sources": [{"source_name": "x", "tables": [{"source": "T"}]}]})
+    for config in ("config/example.full.json", bad):
+        before = run_cli(capsys, "--config", config, "validate")
+        after = run_cli(capsys, "validate", "--config", config)
+        assert before == after
+    assert before[0] == 2 and "sources[0].source_sf_database: is required" in before[1]
+    assert run_cli(capsys, "validate", "--config", "config/example.full.json")[0] == 0
+    # given after the command, it wins over one given before (the nearer one)
+    code, out = run_cli(capsys, "--config", bad, "validate", "--config", "config/example.full.json")
+    assert code == 0 and "example.full.json" in out
+
+
+def test_a_disabled_table_named_with_t_says_it_is_disabled_and_where(capsys):
+    code, out = run_cli(capsys, "plan", "--no-register", "-t", "legacy_audit")  # disabled in config/config.json
+    assert code == 2
+    assert "table analytics.legacy_audit is disabled" in out and 'sources[0].tables[4] has "enabled": false' in out
+    assert "invalid config" not in out
+
+
+def test_a_t_that_names_no_table_is_a_usage_error_with_a_did_you_mean(capsys):
+    code, out = run_cli(capsys, "migrate", "-t", "fact_visit")
+    assert code == 2
+    assert "-t fact_visit: no table of that name" in out and "did you mean 'fact_visits'?" in out
+    assert "invalid config" not in out
+    code, out = run_cli(capsys, "verify", "analytic")
+    assert code == 2 and "no source named 'analytic'" in out and "did you mean 'analytics'?" in out
+
+
+def test_an_unreachable_postgresql_fails_a_load_at_once_naming_host_and_port(
+    world: World, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+):
+    config = write_config(tmp_path, world.config([{"source": "ANY"}]))
+    monkeypatch.setenv("PGHOST", "127.0.0.1")
+    monkeypatch.setenv("PGPORT", "9")  # nothing listens there
+    for command in ("migrate", "sync", "verify", "status"):
+        t0 = time.monotonic()
+        code, out = run_cli(capsys, "--config", config, command)
+        assert time.monotonic() - t0 < 5, command  # no retries, no planning, before any Dagster run
+        assert code == 1, out
+        assert f"error: cannot connect to PostgreSQL at 127.0.0.1:9 (database '{world.pg_database}'" in out
+        assert "Connection refused" in out and "Traceback" not in out
 
 
 def test_a_malformed_config_gives_one_line_per_problem_and_a_nonzero_exit(tmp_path: Path):
@@ -85,7 +139,9 @@ def test_validate_connect_names_missing_tables_and_columns(world: World, tmp_pat
     assert "sources[0].tables[1].source" in out and "MISSING_TABLE" in out
 
 
-def test_migrate_verify_and_status_from_the_command_line(world: World, tmp_path: Path, capsys):
+def test_migrate_verify_and_status_from_the_command_line(
+    world: World, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+):
     seed_all_types(world, 700)
     config = write_config(tmp_path, all_types_config(world))
     code, out = run_cli(capsys, "--config", config, "validate", "--connect")
@@ -99,10 +155,15 @@ def test_migrate_verify_and_status_from_the_command_line(world: World, tmp_path:
     assert code == 0 and "match" in out, out
     code, out = run_cli(capsys, "--config", config, "status", "--json")
     [row] = json.loads(out)
-    assert row["status"] == "completed" and row["total_rows_copied"] == 701
+    assert row["status"] == "completed" and row["total_rows_copied"] == 701 and row["target_rows"] == 701
     world.pg_query("DELETE FROM tgt.all_types WHERE id = 5")
     code, out = run_cli(capsys, "--config", config, "verify")
     assert code == 1 and "✗ src.all_types chunk 20" in out and "rows: source" in out
+    # status names the table as migrate and verify do, and counts what the target holds now
+    monkeypatch.setattr(cli.console, "_width", 200)  # one table row per line
+    code, out = run_cli(capsys, "--config", config, "status")
+    [line] = [line for line in out.splitlines() if "src.all_types" in line]
+    assert f"{world.pg_database}.tgt.all_types" in line and " 700 " in line and "completed" in line
 
 
 def test_migrate_exits_nonzero_when_a_table_fails(world: World, tmp_path: Path, capsys):
@@ -124,3 +185,47 @@ def test_validate_connect_finds_a_target_column_that_cannot_hold_the_source_and_
     # a dry run: no index, table or ledger was created by the check
     assert world.pg_query("SELECT count(*) FROM pg_indexes WHERE schemaname = 'tgt'") == [(0,)]
     assert world.pg_query("SELECT to_regclass('migration_status.chunk_state') IS NULL") == [(True,)]
+
+
+def test_rows_per_second_are_measured_over_each_tables_own_load(monkeypatch: pytest.MonkeyPatch):
+    from sf2pg.config import parse_config
+
+    raw = {
+        "sources": [
+            {
+                "source_name": "src",
+                "source_sf_database": "DB",
+                "source_sf_schema": "PUBLIC",
+                "target_pg_database": "tgt",
+                "target_pg_schema": "tgt",
+                "tables": [{"source": "FIRST"}, {"source": "SECOND"}],
+            }
+        ]
+    }
+    first, second = parse_config(raw).tables()
+
+    class Plan:
+        chunks, new_keys, source_queries = ["c1", "c2"], [], 1
+
+    class Chunk:
+        def __init__(self, rows: int, seconds: float) -> None:
+            self.key, self.mode, self.rows_copied, self.seconds = "c", "copy", rows, seconds
+
+    now = [1000.0]
+    monkeypatch.setattr(cli.time, "monotonic", lambda: now[0])
+    display = cli._LoadProgress()
+    display.on_plan(first, Plan())  # both tables are planned before either loads
+    display.on_plan(second, Plan())
+    now[0] += 60  # the first table loads for a minute
+    display.on_chunk(first.name, Chunk(30_000, 60))
+    now[0] += 1
+    display.on_table_started(second.name)  # the loader's event, when it sends one
+    now[0] += 2
+    display.on_chunk(second.name, Chunk(1_000, 2))
+    now[0] += 2  # no start event: the clock starts when the first chunk began
+    third = cli._LoadProgress()
+    third.on_plan(first, Plan())
+    third.on_chunk(first.name, Chunk(2_000, 4))
+    rates = [t.fields["rate"] for t in [*display.progress.tasks, *third.progress.tasks]]
+    assert rates == [pytest.approx(500), pytest.approx(500), pytest.approx(500)]  # not 1,000 rows / 63 s
+    assert [t.completed for t in display.progress.tasks] == [1, 1]

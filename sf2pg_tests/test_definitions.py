@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 from dagster import AssetKey, Definitions, in_process_executor
@@ -50,3 +53,26 @@ def test_a_run_executes_its_steps_in_the_run_worker_not_a_process_each():
     defs = load_definitions()
     for job in (defs.resolve_implicit_global_asset_job_def(), defs.resolve_job_def("plan_chunks")):
         assert job.executor_def.name == in_process_executor.name, job.name
+
+
+def test_dagster_validates_the_workspace_from_the_repository_root_with_no_environment_set():
+    """A Dagster user's first command: no DAGSTER_HOME, no DAGSTER_PG_*, no connections. The repository's
+    instance settings are not at the root, so Dagster uses a throwaway instance instead of failing."""
+    assert not (REPO / "dagster.yaml").exists()
+    env = {k: v for k, v in os.environ.items() if not re.match(r"(DAGSTER|PG|SNOWFLAKE|SF2PG)", k)}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "All code locations passed validation" in output
+    # sf2pg's definitions raise no beta or preview notices a user could do nothing about
+    assert "BetaWarning" not in output and "PreviewWarning" not in output, output
+
+
+def test_the_code_location_and_the_component_build_from_one_place():
+    import sf2pg.components.snowflake_to_postgres as component
+    import sf2pg.definitions
+
+    assert sf2pg.definitions.build_definitions is component.build_definitions

@@ -74,8 +74,24 @@ BIN = Path(sys.executable).parent
 ALLOWLIST = [
     Allowed(("python3", "-m", "venv"), "creates a virtualenv on a fresh machine: .ci/run does exactly this"),
     Allowed((".", ".venv/bin/activate"), "activates that virtualenv: .ci/run does exactly this"),
-    Allowed(("pip", "install"), "installs sf2pg on a fresh machine: .ci/run installs '.[dev]'", ("pip", "--version")),
+    Allowed(
+        ("pip", "install"),
+        "installs sf2pg on a fresh machine: .ci/run runs the README's test command (test_ci_runs_the_readmes_test_command)",
+        ("pip", "--version"),
+    ),
     Allowed(("pytest",), "is this test suite: .ci/run runs it", ("pytest", "--version")),
+    Allowed(
+        ("eval",),
+        "sets the running demo stack's environment from `sf2pg demo env`: test_demo.py runs it in bash against a "
+        "real demo stack, with the psql line the demo prints",
+    ),
+    Allowed(
+        ("dg", "scaffold", "defs"),
+        "needs a dg project: test_components.py creates one with create-dagster and scaffolds the Component",
+        ("dg", "--version"),
+    ),
+    Allowed(("dg", "check", "defs"), "test_components.py runs it in the project it scaffolded"),
+    Allowed(("dg", "dev"), "serves the UI until Ctrl-C; the definitions it loads are checked by dg check defs"),
     Allowed(
         ("dagster", "dev"),
         "serves the UI until Ctrl-C; the code location it loads is tested in test_definitions.py",
@@ -490,6 +506,19 @@ def test_yaml_in_the_docs_parses_and_dagster_instance_settings_validate(tmp_path
     assert checked >= 1, "no dagster.yaml snippet found in docs/DEPLOYMENT.md"
 
 
+def test_ci_runs_the_readmes_test_command():
+    """The README promises that its test command is what CI runs: .ci/run holds it verbatim."""
+    [readme_command] = [
+        c.text
+        for b in collect(REPO / "README.md")
+        if b.kind == "shell"
+        for c in b.commands
+        if c.words[:1] == ["pytest"]
+    ]
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    assert readme_command in ci, f".ci/run does not run the README's test command: {readme_command}"
+
+
 def test_allowlisted_tools_exist():
     checks = {a.check for a in ALLOWLIST if a.check}
     for check in sorted(checks):
@@ -526,8 +555,8 @@ def test_every_sf2pg_command_in_the_docs_runs_as_shown(
             continue
         folder = tmp_path / doc.stem
         shutil.copytree(REPO / "config", folder / "config")
-        for name in ("dagster.yaml", "workspace.yaml"):
-            shutil.copy(REPO / name, folder / name)
+        shutil.copytree(REPO / "instance", folder / "instance")
+        shutil.copy(REPO / "workspace.yaml", folder / "workspace.yaml")
         world = DocWorld(stack, folder, config, monkeypatch, capsys)
         world.write("config/config.json", config)
         world.write("config/shop.json", config)
