@@ -230,7 +230,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     for o in outcomes:
         if o.note:
             console.print(f"note: {o.spec.name}: {o.note}", highlight=False)
-        if o.success and o.spec.truncate_onstart and not o.metadata.get("truncated"):
+        if o.metadata and o.spec.truncate_onstart and not o.metadata.get("truncated"):
             console.print(
                 f"note: {o.spec.name}: truncate_onstart is set, but truncation needs --confirm-truncate and a load "
                 "of every partition; the chunks were merged instead",
@@ -464,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--confirm-truncate",
         action="store_true",
-        help="allow truncate_onstart tables to be truncated before this full load",
+        help="truncate truncate_onstart tables and load them again in full (implies --reload for them)",
     )
     p.add_argument(
         "--reload",

@@ -46,6 +46,7 @@ class PostgresCopyIOManager(ConfigurableIOManager):
             self._load(context, obj)
 
     def _load(self, context: OutputContext, obj: TableLoad) -> None:
+        progress.table_started(obj.spec.name)
         try:
             summary = load_table(obj, self.postgres, on_chunk=progress.reporter(obj.spec.name), logger=context.log)
         except ChunkLoadError as exc:

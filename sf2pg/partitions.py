@@ -155,7 +155,8 @@ def replan(
     if postgres is not None:
         with postgres.get_connection(spec.pg_database) as conn:
             source_table = f"{spec.sf_database}.{spec.sf_schema}.{spec.sf_table}"
-            ledger.claim_table(conn, spec.pg_schema, spec.pg_table, spec.source_name, source_table, spec.config_path)
+            where = f"table {spec.name} ({spec.config_path})"
+            ledger.claim_table(conn, spec.pg_schema, spec.pg_table, spec.source_name, source_table, where)
             with conn.transaction():
                 ledger.record_plan(conn, spec.pg_schema, spec.pg_table, plan.chunks)
     if instance is not None:

@@ -202,9 +202,10 @@ def migrate(
     log_level: str = "INFO",
     reload: bool = False,
 ) -> list[TableOutcome]:
-    """Plan, then load each table's chunks that are not loaded yet (all of them with ``reload``), one
-    run per contiguous range of them (a single run for a first load). A chunk that completed stays as
-    it is: a re-run after a failure or a kill reads only what is missing."""
+    """Plan, then load each table's chunks that are not loaded yet (all of them with ``reload``, or with
+    ``confirm_truncate`` for a ``truncate_onstart`` table), one run per contiguous range of them (a
+    single run for a first load). A chunk that completed stays as it is: a re-run after a failure or a
+    kill reads only what is missing."""
     resources = build_resources(resolve_env=True)
     refused: dict[str, str] = {}
     plans = plan_tables(specs, instance, on_plan, refused)
@@ -217,7 +218,7 @@ def migrate(
         outcome = TableOutcome(spec, plans[spec.name], success=True)
         order = [k for k in instance.get_dynamic_partitions(partitions_name(spec)) if not k.startswith("inc_")]
         _tidy_up_after_an_interrupted_load(spec, postgres)
-        if reload:
+        if reload or (confirm_truncate and spec.truncate_onstart):  # truncating means loading it all again
             with postgres.get_connection(spec.pg_database) as conn:
                 ledger.request_reload(conn, spec.pg_schema, spec.pg_table)
         report_loaded(instance, spec, postgres)  # chunks loaded while this instance was not looking

@@ -17,6 +17,22 @@ FROM migration_status.chunk_state
 WHERE status = 'failed'
 ORDER BY completed_at DESC;
 
+-- 2b. Chunks of the plan not loaded yet, or found different by their last check (what a resumed
+--     `sf2pg migrate` loads).
+SELECT target_schema, target_table, chunk_key, status, check_passed, reload_pending, planned_at
+FROM migration_status.chunk_state
+WHERE status <> 'completed' OR check_passed = false OR reload_pending
+ORDER BY target_schema, target_table, chunk_key;
+
+-- 2c. The last sync windows per table, and where each table's settled watermark stands.
+SELECT w.target_schema, w.target_table, w.read_from, w.high, w.rows_copied, w.rows_inserted, w.rows_updated,
+       w.completed_at, t.watermark AS settled_watermark
+FROM migration_status.window_state w
+JOIN migration_status.table_state t USING (target_schema, target_table)
+WHERE w.completed_at > now() - interval '1 day'
+ORDER BY w.completed_at DESC
+LIMIT 50;
+
 -- 3. Throughput of the last hour, per table.
 SELECT target_schema, target_table,
        COUNT(*) AS chunks,

@@ -218,16 +218,24 @@ def load_table(
         summary.table_chunks = ledger.chunk_counts(control, spec.pg_schema, spec.pg_table)
     summary.seconds = time.perf_counter() - t0
     if summary.failures:
-        listed = "; ".join(
-            f"{key if ' ' in key else 'chunk ' + key}: {err}" for key, err in list(summary.failures.items())[:5]
-        )
         raise ChunkLoadError(
-            f"{len(summary.failures)} of {len(job.chunks) + (job.window is not None)} chunk(s) of {spec.name} "
-            f"failed (the other chunks committed; re-run the failed partitions): {listed}",
+            _failures_message(job, summary),
             permanent=summary.permanent_failures == len(summary.failures),
             summary=summary,
         )
     return summary
+
+
+def _failures_message(job: TableLoad, summary: TableLoadSummary) -> str:
+    if list(summary.failures) == ["delete detection"]:  # everything loaded; the guard refused
+        return summary.failures["delete detection"]
+    listed = "; ".join(
+        f"{key if ' ' in key else 'chunk ' + key}: {err}" for key, err in list(summary.failures.items())[:5]
+    )
+    return (
+        f"{len(summary.failures)} of {len(job.chunks) + (job.window is not None)} chunk(s) of {job.spec.name} "
+        f"failed (the other chunks committed; re-run the failed partitions): {listed}"
+    )
 
 
 def _chunks_to_load(control: psycopg.Connection, job: TableLoad, summary: TableLoadSummary) -> list[Chunk]:
