@@ -41,6 +41,27 @@ def describe_table(conn: Any, database: str, schema: str, table: str) -> list[So
         cur.close()
 
 
+def describe_tables(conn: Any, database: str, schema: str, tables: list[str]) -> dict[str, list[SourceColumn]]:
+    """Several tables of one schema described in one query (a sensor tick over a source's tables)."""
+    if not tables:
+        return {}
+    names = ", ".join(sf_string(t) for t in dict.fromkeys(tables))
+    cur = conn.cursor()
+    try:
+        cur.execute(
+            "SELECT table_name, column_name, data_type, numeric_precision, numeric_scale, is_nullable "
+            f"FROM {sf_quote(database)}.information_schema.columns "
+            f"WHERE table_schema = {sf_string(schema)} AND table_name IN ({names}) "
+            "ORDER BY table_name, ordinal_position"
+        )
+        described: dict[str, list[SourceColumn]] = {t: [] for t in tables}
+        for table, name, data_type, precision, scale, nullable in cur.fetchall():
+            described.setdefault(table, []).append(SourceColumn(name, data_type, precision, scale, nullable == "YES"))
+        return described
+    finally:
+        cur.close()
+
+
 def where_clause(source_filter: str | None, chunk_predicate: str | None = None) -> str:
     parts = [f"({p})" for p in (chunk_predicate, source_filter) if p]
     return " AND ".join(parts) or "TRUE"

@@ -28,7 +28,7 @@ from dagster_snowflake import SnowflakeResource
 from sf2pg.assets import asset_key
 from sf2pg.chunks import as_watermark, watermark_text
 from sf2pg.config import TableSpec
-from sf2pg.extract import find_column, where_clause
+from sf2pg.extract import describe_tables, find_column, where_clause
 from sf2pg.identifiers import sf_qualified, sf_quote
 from sf2pg.incremental import plan_window
 from sf2pg.partitions import known_chunks, source_columns, window_run
@@ -75,7 +75,7 @@ def build_watermark_sensor(
         cursor: dict[str, Any] = json.loads(context.cursor) if context.cursor else {}
         runs, notes = [], []
         with snowflake.get_connection() as sf:
-            columns = {spec.name: source_columns(sf, spec) for spec in tables}
+            columns = _describe(sf, tables)
             named = [
                 (spec, find_column(columns[spec.name], spec.source_watermark, "watermark", spec.config_path).name)  # type: ignore[arg-type]
                 for spec in tables
@@ -118,6 +118,21 @@ def build_watermark_sensor(
         return SensorResult(run_requests=runs, cursor=json.dumps(cursor))
 
     return watermarks
+
+
+def _describe(sf: Any, tables: list[TableSpec]) -> dict[str, list]:
+    """Every table's columns, one information_schema query per Snowflake schema (not one per table)."""
+    by_schema: dict[tuple[str, str], list[TableSpec]] = {}
+    for spec in tables:
+        by_schema.setdefault((spec.sf_database, spec.sf_schema), []).append(spec)
+    columns: dict[str, list] = {}
+    for (database, schema), specs in by_schema.items():
+        described = describe_tables(sf, database, schema, [s.sf_table for s in specs])
+        for spec in specs:
+            if not described.get(spec.sf_table):
+                source_columns(sf, spec)  # raises the clear "does not exist or is not visible" error
+            columns[spec.name] = described[spec.sf_table]
+    return columns
 
 
 def _run_status(context: SensorEvaluationContext, run_key: str) -> DagsterRunStatus | None:

@@ -198,3 +198,52 @@ def test_delete_detection_removes_vanished_keys_and_the_guard_refuses_mass_delet
     assert not refused.success
     assert "delete_max_ratio" in refused.note and "nothing was deleted" in refused.note
     assert world.pg_query("SELECT count(*) FROM tgt.orders") == before
+
+
+def test_a_tick_over_many_tables_sends_two_snowflake_queries_whatever_their_number(world: World):
+    from contextlib import contextmanager
+
+    tables = [f"T{i}" for i in range(6)]
+    for name in tables:
+        world.sf_exec(
+            f'CREATE TABLE "{world.sf_database}"."PUBLIC"."{name}" (ID NUMBER(18,0), UPDATED_AT TIMESTAMP_NTZ)',
+            f'INSERT INTO "{world.sf_database}"."PUBLIC"."{name}" VALUES (1, \'2024-01-01\'::TIMESTAMP_NTZ)',
+        )
+    raw = world.config([{"source": t, "uniqueness_columns": ["ID"], "source_watermark": "UPDATED_AT"} for t in tables])
+    instance = DagsterInstance.ephemeral()
+    assert all(o.success for o in run(world, raw, instance))
+    specs = parse_config(raw).tables()
+    sensor = build_watermark_sensor("src", specs, 60, running=False)
+    first = evaluate(sensor, instance, None)
+    assert isinstance(first, SkipReason)
+
+    sent: list[str] = []
+
+    class Counting(type(snowflake_resource(resolve=True))):
+        @contextmanager
+        def get_connection(self, raw_conn: bool = True):
+            with super().get_connection(raw_conn) as conn:
+                real_cursor = conn.cursor
+
+                def cursor(*args, **kwargs):
+                    cur = real_cursor(*args, **kwargs)
+                    real_execute = cur.execute
+
+                    def execute(query, *a, **k):
+                        sent.append(query)
+                        return real_execute(query, *a, **k)
+
+                    cur.execute = execute
+                    return cur
+
+                conn.cursor = cursor
+                yield conn
+
+    counting = Counting(**snowflake_resource(resolve=True).model_dump(exclude_none=True))
+    with build_sensor_context(
+        instance=instance,
+        cursor=first_cursor(sensor, instance),
+        resources={"snowflake": counting, "postgres": PostgresResource()},
+    ) as context:
+        assert isinstance(sensor(context), SkipReason)
+    assert len(sent) == 2, sent  # the columns of every table, then every table's MAX and COUNT
