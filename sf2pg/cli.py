@@ -222,7 +222,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         table.add_row(v.table, "(whole table)", source, f"{v.target_rows:,}", _status(counts.passed), "")
         for c in v.chunks:
             if args.all_chunks or not c.passed:
-                columns = ", ".join(c.columns)
+                columns = "(rows differ)" if c.rows_differ else ", ".join(c.columns)
                 table.add_row("", c.key, f"{c.source_rows:,}", f"{c.target_rows:,}", _status(c.passed), columns)
     console.print(table)
     failed = [v for v in verdicts if not v.passed]

@@ -87,12 +87,16 @@ class ChunkVerdict:
         return list(dict.fromkeys(m.column for m in self.mismatches if m.column))
 
     def summary(self) -> str:
-        """The mismatches in one line: the row counts when they differ (every column follows them
-        then), else each differing measure with its column."""
-        if self.source_rows != self.target_rows:
+        """The mismatches in one line: the row counts when they differ (the columns' measures follow
+        them then, so they are only counted), else each differing measure with its column."""
+        if self.rows_differ:
             rows = f"rows: source {self.source_rows:,}, target {self.target_rows:,}"
-            return f"{rows} (columns that differ: {', '.join(self.columns)})" if self.columns else rows
+            return f"{rows}, and with them the measures of {len(self.columns)} column(s)" if self.columns else rows
         return "; ".join(str(m) for m in self.mismatches)
+
+    @property
+    def rows_differ(self) -> bool:
+        return self.source_rows != self.target_rows
 
 
 @dataclass(frozen=True)
