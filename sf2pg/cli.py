@@ -239,6 +239,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 f"{v.table}: compared the rows settled up to watermark {v.watermark}; "
                 f"{v.moving_rows:,} source rows past it are in flight",
                 highlight=False,
+                soft_wrap=True,
             )
     if not failed:
         total = sum(len(v.chunks) for v in verdicts)
