@@ -183,11 +183,11 @@ def sf_float_parts(x: str) -> tuple[str, str]:
     m0 = f"({a} * POWER(2, {half}) * POWER(2, (52 - {e0}) - {half}))"
     step = f"(CASE WHEN {m0} >= {_TWO_53} THEN 1 WHEN {m0} < {_TWO_52} THEN -1 ELSE 0 END)"
     mantissa = (
-        f"(CASE WHEN NOT {finite} THEN 0 ELSE (CASE WHEN {m0} >= {_TWO_53} THEN {m0} / 2 WHEN {m0} < {_TWO_52} "
+        f"(CASE WHEN {x} IS NULL THEN NULL WHEN NOT {finite} THEN 0 ELSE (CASE WHEN {m0} >= {_TWO_53} THEN {m0} / 2 WHEN {m0} < {_TWO_52} "
         f"THEN {m0} * 2 ELSE {m0} END) * (CASE WHEN {x} < 0 THEN -1 ELSE 1 END) END)"
     )
     exponent = (
-        f"(CASE WHEN {x} = 0 THEN 0 WHEN {x} = {inf} THEN {_POS_INF} WHEN {x} = -{inf} THEN {_NEG_INF} "
+        f"(CASE WHEN {x} IS NULL THEN NULL WHEN {x} = 0 THEN 0 WHEN {x} = {inf} THEN {_POS_INF} WHEN {x} = -{inf} THEN {_NEG_INF} "
         f"WHEN {x} = {nan} THEN {_NAN} ELSE {e0} + {step} END)"
     )
     return mantissa, exponent
@@ -205,11 +205,11 @@ def pg_float_parts(x: sql.Composable) -> tuple[sql.Composable, sql.Composable]:
     shift = sql.SQL("(53 - length(ltrim(({})::bit(52)::text, '0')))").format(fraction)
     subnormal = sql.SQL("(abs({v}) > 0 AND abs({v}) < 2.2250738585072014e-308::float8)").format(v=v)
     mantissa = sql.SQL(
-        "(CASE WHEN {normal} THEN ({fraction} | 4503599627370496) * {sign} "
+        "(CASE WHEN {v} IS NULL THEN NULL WHEN {normal} THEN ({fraction} | 4503599627370496) * {sign} "
         "WHEN {subnormal} THEN ({fraction} << {shift}) * {sign} ELSE 0 END)"
-    ).format(normal=normal, fraction=fraction, sign=sign, subnormal=subnormal, shift=shift)
+    ).format(v=v, normal=normal, fraction=fraction, sign=sign, subnormal=subnormal, shift=shift)
     exponent = sql.SQL(
-        "(CASE WHEN {normal} THEN (({bits} >> 52) & 2047) - 1023 WHEN {subnormal} THEN -1022 - {shift} "
+        "(CASE WHEN {v} IS NULL THEN NULL WHEN {normal} THEN (({bits} >> 52) & 2047) - 1023 WHEN {subnormal} THEN -1022 - {shift} "
         "WHEN {v} = 0 THEN 0 WHEN {v} = 'Infinity'::float8 THEN {pos} WHEN {v} = '-Infinity'::float8 THEN {neg} "
         "ELSE {nan} END)"
     ).format(
