@@ -509,11 +509,7 @@ def _pg_filter(plan: _Plan, settled: _Settled) -> tuple[sql.Composable | None, l
     if settled.ships_keys:
         same = sql.SQL(" AND ").join(sql.SQL("mk.{c} = t.{c}").format(c=sql.Identifier(tc.name)) for _, tc in plan.keys)
         return sql.SQL("NOT EXISTS (SELECT 1 FROM {} AS mk WHERE {})").format(_MOVING_KEYS, same), []
-    return settled.pg(_target_tz(plan, settled))
-
-
-def _target_tz(plan: _Plan, settled: _Settled) -> bool:
-    return target_type(settled.column).pg_type == "timestamptz"  # type: ignore[arg-type]
+    return settled.pg(target_type(settled.column).pg_type == "timestamptz")  # type: ignore[arg-type]
 
 
 def _pg_case(col: sql.Composable | None, kind_tz: bool, chunks: Sequence[Chunk]) -> tuple[sql.Composable, list]:
