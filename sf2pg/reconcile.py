@@ -121,12 +121,22 @@ class RowCount:
                 f"target has {abs(self.target_rows - self.source_rows):,} {more} rows than the source "
                 f"({self.target_rows:,} vs {self.source_rows:,})"
             )
-        bounds = (
-            f"{self.source_rows:,} settled source rows (watermark <= {self.watermark}) and {self.moving_rows:,} past it"
-        )
+        settled = f"{self.source_rows:,} settled up to watermark {self.watermark}"
         if self.passed:
-            return f"target has {self.target_rows:,} rows: between {bounds}, as expected"
-        return f"target has {self.target_rows:,} rows, outside [{self.source_rows:,}, {self.source_rows + self.moving_rows:,}]: {bounds}"
+            return (
+                f"target has {self.target_rows:,} rows: between {self.source_rows:,} settled source rows "
+                f"(watermark <= {self.watermark}) and {self.source_rows + self.moving_rows:,} with the "
+                f"{self.moving_rows:,} past it, as expected"
+            )
+        if self.target_rows < self.source_rows:
+            return (
+                f"target has {self.source_rows - self.target_rows:,} fewer rows than the source "
+                f"({self.target_rows:,} vs {settled}; {self.moving_rows:,} past it)"
+            )
+        return (
+            f"target has {self.target_rows - self.source_rows - self.moving_rows:,} more rows than the source "
+            f"({self.target_rows:,} vs {settled} and {self.moving_rows:,} past it)"
+        )
 
 
 @dataclass
