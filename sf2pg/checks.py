@@ -4,7 +4,7 @@ The chunk check is partitioned like its asset, so a failure points at exact part
 failed check's partitions to reload just those chunks.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from dagster import (
     AssetCheckEvaluation,
@@ -14,9 +14,15 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetKey,
+    AssetRecordsFilter,
+    DagsterEventType,
+    DagsterInstance,
     MetadataValue,
     asset_check,
     multi_asset_check,
+)
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
 )
 from dagster_snowflake import SnowflakeResource
 
@@ -25,17 +31,30 @@ from sf2pg.chunks import parse_chunk_key
 from sf2pg.config import TableSpec
 from sf2pg.load import ledger
 from sf2pg.partitions import partitions_def, source_columns
-from sf2pg.reconcile import ChunkVerdict, count_rows, fingerprint_chunks
+from sf2pg.reconcile import ChunkVerdict, compare_counts, fingerprint_chunks
 from sf2pg.resources import PostgresResource
 
 CHUNK_CHECK = "chunk_fingerprint"
 
 
-def chunk_evaluation(key: AssetKey, verdict: ChunkVerdict, blocking: bool) -> AssetCheckEvaluation:
-    """The check's result for one partition: Dagster shows it on that partition, pass or fail."""
-    metadata = {"source_rows": verdict.source_rows, "target_rows": verdict.target_rows}
+def chunk_evaluation(
+    key: AssetKey,
+    verdict: ChunkVerdict,
+    blocking: bool,
+    target: AssetCheckEvaluationTargetMaterializationData | None = None,
+) -> AssetCheckEvaluation:
+    """The check's result for one partition: Dagster shows it on that partition, pass or fail.
+
+    ``target`` is the partition's latest materialization: Dagster counts a partition's check result
+    only while it points at that materialization (else the partition shows as never checked)."""
+    metadata: dict = {"source_rows": verdict.source_rows, "target_rows": verdict.target_rows}
+    if verdict.watermark is not None:
+        metadata["compared_up_to_watermark"] = verdict.watermark
+        metadata["moving_keys_left_out"] = verdict.moving_keys
     if not verdict.passed:
-        metadata["mismatches"] = MetadataValue.md("\n".join(f"- {m}" for m in verdict.mismatches[:20]))
+        metadata["columns_that_differ"] = MetadataValue.json(verdict.columns)
+        metadata["mismatches"] = MetadataValue.md("\n".join(f"- {m}" for m in verdict.mismatches[:50]))
+    settled = f" (rows with watermark <= {verdict.watermark})" if verdict.watermark is not None else ""
     return AssetCheckEvaluation(
         asset_key=key,
         check_name=CHUNK_CHECK,
@@ -44,13 +63,35 @@ def chunk_evaluation(key: AssetKey, verdict: ChunkVerdict, blocking: bool) -> As
         metadata=metadata,
         severity=AssetCheckSeverity.ERROR,
         blocking=blocking,
+        target_materialization_data=target,
         description=(
-            "the chunk matches its source"
+            f"the chunk matches its source{settled}"
             if verdict.passed
-            else f"chunk {verdict.key} differs from the source: {'; '.join(verdict.mismatches[:4])}"
+            else f"chunk {verdict.key} differs from the source{settled}: {verdict.summary()}"
             " — re-materialize this partition"
         ),
     )
+
+
+def latest_materializations(
+    instance: DagsterInstance, key: AssetKey, partitions: Sequence[str]
+) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """Each partition's latest materialization, in two storage queries whatever the partition count."""
+    storage_ids = instance.event_log_storage.get_latest_storage_id_by_partition(
+        key, DagsterEventType.ASSET_MATERIALIZATION, set(partitions)
+    )
+    if not storage_ids:
+        return {}
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=key, storage_ids=list(storage_ids.values())), limit=len(storage_ids)
+    ).records
+    return {
+        r.partition_key: AssetCheckEvaluationTargetMaterializationData(
+            storage_id=r.storage_id, run_id=r.run_id, timestamp=r.timestamp
+        )
+        for r in records
+        if r.partition_key is not None
+    }
 
 
 def build_table_checks(spec: TableSpec, blocking: bool = True) -> list[AssetChecksDefinition]:
@@ -59,19 +100,25 @@ def build_table_checks(spec: TableSpec, blocking: bool = True) -> list[AssetChec
     @asset_check(
         asset=key,
         name="row_count",
-        description="Source rows (with source_filter) equal target rows.",
+        description="Source rows (with source_filter) equal target rows; on a moving source, the target "
+        "holds every settled row (watermark <= the ledger's) and at most the rows past it.",
         pool=pool_name(spec),
     )
     def row_count(snowflake: SnowflakeResource, postgres: PostgresResource) -> AssetCheckResult:
         with snowflake.get_connection() as sf, postgres.get_connection(spec.pg_database) as pg:
-            source, target = count_rows(sf, pg, spec)
+            counts = compare_counts(sf, pg, spec, lambda: source_columns(sf, spec))
+        metadata = {
+            "source_rows": counts.source_rows,
+            "target_rows": counts.target_rows,
+            "difference": counts.target_rows - counts.source_rows,
+        }
+        if counts.watermark is not None:
+            metadata |= {"moving_source_rows": counts.moving_rows, "compared_up_to_watermark": counts.watermark}
         return AssetCheckResult(
-            passed=source == target,
-            metadata={"source_rows": source, "target_rows": target, "difference": target - source},
-            description=None
-            if source == target
-            else f"target has {abs(target - source):,} {'more' if target > source else 'fewer'} rows than the source "
-            f"({target:,} vs {source:,})",
+            passed=counts.passed,
+            metadata=metadata,
+            severity=AssetCheckSeverity.ERROR,
+            description=None if counts.passed and counts.watermark is None else counts.summary(),
         )
 
     @multi_asset_check(
@@ -79,7 +126,8 @@ def build_table_checks(spec: TableSpec, blocking: bool = True) -> list[AssetChec
             AssetCheckSpec(
                 CHUNK_CHECK,
                 asset=key,
-                description="Per chunk: row count, chunk-column and key min/max/sum, non-NULL counts, on both sides.",
+                description="Per chunk: row count, chunk-column and key min/max, and per column its non-NULL "
+                "count and sums that see any changed value, on both sides (settled rows on a moving source).",
                 partitions_def=partitions_def(spec),
                 blocking=blocking,
             )
@@ -98,7 +146,8 @@ def build_table_checks(spec: TableSpec, blocking: bool = True) -> list[AssetChec
             verdicts, _ = fingerprint_chunks(sf, pg, spec, source_columns(sf, spec), chunks)
             # a chunk found different is reloaded by the next `sf2pg migrate`, once the cause is fixed
             ledger.record_checks(pg, spec.pg_schema, spec.pg_table, {v.key: v.passed for v in verdicts})
+        targets = latest_materializations(context.instance, key, [v.key for v in verdicts])
         for verdict in verdicts:
-            yield chunk_evaluation(key, verdict, blocking)
+            yield chunk_evaluation(key, verdict, blocking, targets.get(verdict.key))
 
     return [row_count, chunk_fingerprint]

@@ -302,20 +302,32 @@ def cmd_verify(args: argparse.Namespace) -> int:
     config = _load(args)
     verdicts = verify(select_tables(config, args.source, args.table), dagster_instance())
     table = Table(title="sf2pg verify: source vs target")
-    for column in ("table", "chunk", "source rows", "target rows", "status"):
+    for column in ("table", "chunk", "source rows", "target rows", "status", "columns that differ"):
         table.add_column(column, justify="right" if "rows" in column else "left")
     for v in verdicts:
-        ok = v.source_rows == v.target_rows
-        table.add_row(v.table, "(whole table)", f"{v.source_rows:,}", f"{v.target_rows:,}", _status(ok))
+        counts = v.counts
+        source = f"{v.source_rows:,}" + (f" (+{v.moving_rows:,} moving)" if v.watermark is not None else "")
+        table.add_row(v.table, "(whole table)", source, f"{v.target_rows:,}", _status(counts.passed), "")
         for c in v.chunks:
             if args.all_chunks or not c.passed:
-                table.add_row("", c.key, f"{c.source_rows:,}", f"{c.target_rows:,}", _status(c.passed))
+                columns = "(rows differ)" if c.rows_differ else ", ".join(c.columns)
+                table.add_row("", c.key, f"{c.source_rows:,}", f"{c.target_rows:,}", _status(c.passed), columns)
     console.print(table)
     failed = [v for v in verdicts if not v.passed]
     for v in failed:
+        if not v.counts.passed:
+            err_console.print(f"✗ {v.table}: {v.counts.summary()}", highlight=False, markup=False, soft_wrap=True)
         for c in v.failed_chunks:
             err_console.print(
-                f"✗ {v.table} chunk {c.key}: {'; '.join(c.mismatches)}", highlight=False, markup=False, soft_wrap=True
+                f"✗ {v.table} chunk {c.key}: {c.summary()}", highlight=False, markup=False, soft_wrap=True
+            )
+    for v in verdicts:
+        if v.watermark is not None:
+            console.print(
+                f"{v.table}: compared the rows settled up to watermark {v.watermark}; "
+                f"{v.moving_rows:,} source rows past it are in flight",
+                highlight=False,
+                soft_wrap=True,
             )
     if not failed:
         total = sum(len(v.chunks) for v in verdicts)

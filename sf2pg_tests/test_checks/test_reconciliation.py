@@ -133,3 +133,38 @@ def test_fingerprints_by_index_range_and_by_grouped_scan_agree(world: World):
     assert by_range == grouped
     assert [key for key, *_, passed in by_range if not passed] == [keys[1]]
     assert sum(rows for _, _, rows, _ in by_range) == world.pg_query("SELECT COUNT(*) FROM tgt.all_types")[0][0]
+
+
+def check_statuses(instance: DagsterInstance, spec) -> dict[str, list[str]]:
+    """The chunk check's partitions by status, as the Dagster UI's Partitions tab reads them."""
+    from dagster import AssetCheckKey, partition_loading_context
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionResolvedStatus
+
+    from sf2pg.partitions import partitions_def
+
+    key = AssetCheckKey(asset_key(spec), "chunk_fingerprint")
+    with partition_loading_context(dynamic_partitions_store=instance):  # as the webserver's loader does
+        state = instance.event_log_storage.get_asset_check_state([(key, partitions_def(spec))])[key]
+        return {
+            status.value: sorted(subset.subset_value.get_partition_keys())
+            for status, subset in state.subsets.items()
+            if status in (AssetCheckExecutionResolvedStatus.SUCCEEDED, AssetCheckExecutionResolvedStatus.FAILED)
+        }
+
+
+def test_each_partition_of_the_chunk_check_shows_its_own_result_in_dagster(world: World):
+    """A check evaluation counts for a partition only if it names the partition's latest materialization;
+    without it, Dagster's partition status (and the UI's Partitions tab) showed every chunk as missing."""
+    instance, spec, keys = loaded(world)
+    assert check_statuses(instance, spec) == {"SUCCEEDED": sorted(keys), "FAILED": []}
+    victim = keys[0]
+    world.pg_query("DELETE FROM tgt.all_types WHERE id = %s", (id_range(victim)[0],))
+    materialize(
+        [build_table_asset(spec), *build_table_checks(spec)],
+        selection=AssetSelection.checks_for_assets(asset_key(spec)),
+        instance=instance,
+        resources=build_resources(resolve_env=True),
+        tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
+        raise_on_error=False,
+    )
+    assert check_statuses(instance, spec) == {"SUCCEEDED": sorted(keys[1:]), "FAILED": [victim]}
