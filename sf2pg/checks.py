@@ -51,10 +51,14 @@ def chunk_evaluation(
     if verdict.watermark is not None:
         metadata["compared_up_to_watermark"] = verdict.watermark
         metadata["moving_keys_left_out"] = verdict.moving_keys
+    if verdict.pending_deletes:
+        metadata["pending_deletes"] = verdict.pending_deletes  # delete detection removes them
     if not verdict.passed:
         metadata["columns_that_differ"] = MetadataValue.json(verdict.columns)
         metadata["mismatches"] = MetadataValue.md("\n".join(f"- {m}" for m in verdict.mismatches[:50]))
-    settled = f" (rows with watermark <= {verdict.watermark})" if verdict.watermark is not None else ""
+    settled = f" (rows with watermark below {verdict.watermark})" if verdict.watermark is not None else ""
+    if verdict.pending_deletes:
+        settled += f"; {verdict.pending_deletes} row(s) deleted in Snowflake wait for delete detection"
     return AssetCheckEvaluation(
         asset_key=key,
         check_name=CHUNK_CHECK,
@@ -101,7 +105,7 @@ def build_table_checks(spec: TableSpec, blocking: bool = True) -> list[AssetChec
         asset=key,
         name="row_count",
         description="Source rows (with source_filter) equal target rows; on a moving source, the target "
-        "holds every settled row (watermark <= the ledger's) and at most the rows past it.",
+        "holds every settled row (watermark below the ledger's) and at most the rows past it.",
         pool=pool_name(spec),
     )
     def row_count(snowflake: SnowflakeResource, postgres: PostgresResource) -> AssetCheckResult:

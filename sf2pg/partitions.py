@@ -20,11 +20,11 @@ from typing import Any
 from dagster import DagsterInstance, DynamicPartitionsDefinition
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from sf2pg.chunks import INCREMENTAL_PREFIX, Chunk, parse_chunk_key
+from sf2pg.chunks import INCREMENTAL_PREFIX, Chunk, parse_chunk_key, watermark_text
 from sf2pg.config import TableSpec
 from sf2pg.errors import InputError
-from sf2pg.extract import describe_table
-from sf2pg.incremental import WindowPlan
+from sf2pg.extract import describe_table, find_column
+from sf2pg.incremental import WindowPlan, source_high
 from sf2pg.load import ledger
 from sf2pg.planning import Plan, plan_table
 from sf2pg.resources import PostgresResource
@@ -140,12 +140,18 @@ def replan(
     existing = list(instance.get_dynamic_partitions(partitions_name(spec))) if instance else []
     if postgres is not None:
         existing += ledger_chunk_keys(postgres, spec)
+    columns = source_columns(sf_conn, spec)
+    before = None  # rows beyond the plan's range are written after this: no load may settle above it
+    if spec.source_watermark:
+        watermark = find_column(columns, spec.source_watermark, "watermark", f"{spec.config_path}.source_watermark")
+        high, _ = source_high(sf_conn, spec, watermark)
+        before = None if high is None else watermark_text(high)
     plan = plan_table(
         sf_conn,
         spec.sf_database,
         spec.sf_schema,
         spec.sf_table,
-        source_columns(sf_conn, spec),
+        columns,
         spec.chunking_column,
         spec.chunking_type,
         spec.source_filter,
@@ -159,6 +165,7 @@ def replan(
             ledger.claim_table(conn, spec.pg_schema, spec.pg_table, spec.source_name, source_table, where)
             with conn.transaction():
                 ledger.record_plan(conn, spec.pg_schema, spec.pg_table, plan.chunks)
+                ledger.record_planned_watermark(conn, spec.pg_schema, spec.pg_table, before)
     if instance is not None:
         register(instance, spec, plan.chunks)
     return plan

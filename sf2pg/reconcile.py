@@ -42,6 +42,7 @@ from sf2pg.typemap import SourceColumn, load_type_for_existing, target_type
 
 CHUNKS_PER_QUERY = 250
 _MOVING_KEYS = sql.Identifier("sf2pg_moving_keys")
+_PRESENT_KEYS = sql.Identifier("sf2pg_present_keys")
 _NUMERIC_KEY_TYPES = {"smallint", "integer", "bigint", "numeric", "double precision"}
 
 
@@ -76,6 +77,7 @@ class ChunkVerdict:
     mismatches: list[Mismatch] = field(default_factory=list)
     watermark: str | None = None  # compared up to this watermark (the ledger's H), if set
     moving_keys: int = 0  # keys past H left out of the target side
+    pending_deletes: int = 0  # target rows whose key Snowflake no longer holds (delete detection removes them)
 
     @property
     def passed(self) -> bool:
@@ -107,9 +109,12 @@ class RowCount:
     target_rows: int
     moving_rows: int = 0
     watermark: str | None = None
+    deletes_pending: bool = False  # delete detection removes rows Snowflake deleted: more may be there meanwhile
 
     @property
     def passed(self) -> bool:
+        if self.deletes_pending:
+            return self.source_rows <= self.target_rows
         return self.source_rows <= self.target_rows <= self.source_rows + self.moving_rows
 
     def summary(self) -> str:
@@ -122,10 +127,17 @@ class RowCount:
                 f"({self.target_rows:,} vs {self.source_rows:,})"
             )
         settled = f"{self.source_rows:,} settled up to watermark {self.watermark}"
+        if self.passed and self.deletes_pending:
+            extra = max(self.target_rows - self.source_rows - self.moving_rows, 0)
+            return (
+                f"target has {self.target_rows:,} rows: at least the {self.source_rows:,} settled source rows "
+                f"(watermark below {self.watermark}), {self.moving_rows:,} past it"
+                + (f", and up to {extra:,} deleted in Snowflake that delete detection removes" if extra else "")
+            )
         if self.passed:
             return (
                 f"target has {self.target_rows:,} rows: between {self.source_rows:,} settled source rows "
-                f"(watermark <= {self.watermark}) and {self.source_rows + self.moving_rows:,} with the "
+                f"(watermark below {self.watermark}) and {self.source_rows + self.moving_rows:,} with the "
                 f"{self.moving_rows:,} past it, as expected"
             )
         if self.target_rows < self.source_rows:
@@ -148,10 +160,11 @@ class TableVerdict:
     source_queries: int = 0
     moving_rows: int = 0
     watermark: str | None = None
+    deletes_pending: bool = False
 
     @property
     def counts(self) -> RowCount:
-        return RowCount(self.source_rows, self.target_rows, self.moving_rows, self.watermark)
+        return RowCount(self.source_rows, self.target_rows, self.moving_rows, self.watermark, self.deletes_pending)
 
     @property
     def failed_chunks(self) -> list[ChunkVerdict]:
@@ -268,7 +281,7 @@ def _is_numeric(col: SourceColumn) -> bool:
 
 
 def read_watermark(pg_conn: psycopg.Connection, spec: TableSpec) -> dt.datetime | int | None:
-    """The ledger's table watermark H: every source change with a watermark <= H is in the target."""
+    """The ledger's table watermark H: every source change with a watermark below H is in the target."""
     if not spec.source_watermark:
         return None
     if not pg_conn.execute("SELECT to_regclass('migration_status.table_state')").fetchone()[0]:
@@ -377,20 +390,51 @@ def fingerprint_chunks(
 def _compare_batch(
     sf_conn: Any, pg_conn: psycopg.Connection, plan: _Plan, batch: Sequence[Chunk], pool: ThreadPoolExecutor
 ) -> list[ChunkVerdict]:
+    verdicts = _compare_once(sf_conn, pg_conn, plan, batch, pool)
+    failing = [v.key for v in verdicts if not v.passed]
+    if failing and plan.spec.delete_detection == "keys" and plan.keys:
+        again = {
+            v.key: v for v in _compare_once(sf_conn, pg_conn, plan, [c for c in batch if c.key in failing], pool, True)
+        }
+        verdicts = [again.get(v.key, v) for v in verdicts]
+    return verdicts
+
+
+def _compare_once(
+    sf_conn: Any,
+    pg_conn: psycopg.Connection,
+    plan: _Plan,
+    batch: Sequence[Chunk],
+    pool: ThreadPoolExecutor,
+    pending_deletes: bool = False,
+) -> list[ChunkVerdict]:
+    """One comparison of a batch of chunks. With ``pending_deletes`` (a table with delete detection, for
+    chunks that differed): the same statement also returns the keys Snowflake holds in those chunks,
+    and target rows whose key is gone count as deletes still to be applied, not as differences, since
+    the next delete-detection pass removes them."""
     spec = plan.spec
     with pg_conn.transaction():
         locks.hold_lease_exclusive(pg_conn, spec.pg_schema, spec.pg_table)
         settled = _settled(pg_conn, plan)
-        query = _source_query(plan, batch, settled)
+        present = pending_deletes and bool(plan.keys)
+        query = _source_query(plan, batch, settled, present)
         moving = 0
-        if settled.ships_keys:  # the target side needs the source's moving keys first
-            sf_rows, moving = _source_rows(sf_conn, query, plan, lambda keys: _ship_keys(pg_conn, plan, keys))
-            pg_rows = _target_fingerprints(pg_conn, plan, batch, settled)
+        if settled.ships_keys or present:  # the target side needs the source's keys first
+            sf_rows, moving, held = _source_rows(
+                sf_conn, query, plan, lambda keys: _ship_keys(pg_conn, plan, keys, _MOVING_KEYS), present
+            )
+            if present:
+                _ship_keys(pg_conn, plan, held, _PRESENT_KEYS)
+            pg_rows = _target_fingerprints(pg_conn, plan, batch, settled, present)
+            everything = _target_fingerprints(pg_conn, plan, batch, settled) if present else pg_rows
         else:  # both sides at once: the source's aggregate runs while the target computes its own
             source = pool.submit(_source_rows, sf_conn, query, plan, None)
-            pg_rows = _target_fingerprints(pg_conn, plan, batch, settled)
-            sf_rows, _ = source.result()
-    return _compare(batch, plan.measures, sf_rows, pg_rows, settled.text, moving)
+            pg_rows = everything = _target_fingerprints(pg_conn, plan, batch, settled)
+            sf_rows, _, _ = source.result()
+    verdicts = _compare(batch, plan.measures, sf_rows, pg_rows, settled.text, moving)
+    for v in verdicts:
+        v.pending_deletes = int((everything.get(v.key) or [0])[0] or 0) - int((pg_rows.get(v.key) or [0])[0] or 0)
+    return verdicts
 
 
 def _compare(
@@ -427,9 +471,10 @@ def _sf_case(column: SourceColumn | None, chunks: Sequence[Chunk]) -> str:
     return f"CASE {whens} END"
 
 
-def _source_query(plan: _Plan, chunks: Sequence[Chunk], settled: _Settled) -> str:
+def _source_query(plan: _Plan, chunks: Sequence[Chunk], settled: _Settled, present: bool = False) -> str:
     """One statement (one snapshot): a row per chunk with every measure, and with H set on a keyed
-    table also a row per key past H (``_sf2pg_kind`` tells them apart)."""
+    table also a row per key past H (``_sf2pg_kind`` 'k'); with ``present``, a row per key of the
+    chunks' compared rows too ('p')."""
     spec = plan.spec
     table = sf_qualified(spec.sf_database, spec.sf_schema, spec.sf_table)
     where = where_clause(spec.source_filter, settled.sf() if settled.active else None)
@@ -445,23 +490,31 @@ def _source_query(plan: _Plan, chunks: Sequence[Chunk], settled: _Settled) -> st
             f"ON j{i}.{_CHUNK} = f.{_CHUNK}"
         )
         selected[i] = f'COALESCE(f."m{i}", 0) + COALESCE(j{i}.h, 0)'
-    keys = [sf_quote(k.name) for k, _ in plan.keys] if settled.ships_keys else []
+    keys = [sf_quote(k.name) for k, _ in plan.keys] if (settled.ships_keys or present) else []
     select = ", ".join([f"'c' AS \"_sf2pg_kind\", f.{_CHUNK}", *selected, *(f"NULL AS k{i}" for i in range(len(keys)))])
     query = f"WITH {_ROWS} AS ({rows}) SELECT {select} FROM {' '.join(parts)}"
-    if keys:
-        nulls = ", ".join(["NULL"] * (1 + len(plan.measures)))
+    nulls = ", ".join(["NULL"] * (1 + len(plan.measures)))
+    if keys and settled.ships_keys:
         moving = where_clause(spec.source_filter, settled.sf(moving=True))
         query += f" UNION ALL SELECT 'k', {nulls}, {', '.join(keys)} FROM {table} WHERE {moving}"
+    if keys and present:
+        query += f" UNION ALL SELECT 'p', {nulls}, {', '.join(keys)} FROM {_ROWS} WHERE {_CHUNK} IS NOT NULL"
     return query
 
 
 def _source_rows(
-    sf_conn: Any, query: str, plan: _Plan, on_keys: Callable[[Iterator[pa.RecordBatch]], int] | None
-) -> tuple[dict[str, list], int]:
+    sf_conn: Any,
+    query: str,
+    plan: _Plan,
+    on_keys: Callable[[Iterator[pa.RecordBatch]], int] | None,
+    present: bool = False,
+) -> tuple[dict[str, list], int, list[pa.RecordBatch]]:
     """Run the source statement: chunk rows by key, and the moving keys streamed to ``on_keys``
-    (Arrow batches, so the key set is never held in memory whole); returns (rows, keys shipped)."""
+    (Arrow batches, so the key set is never held in memory whole); returns (rows, keys shipped, the
+    chunks' own keys when ``present``: only chunks that differed are rechecked that way)."""
     width = 2 + len(plan.measures)
     found: dict[str, list] = {}
+    held: list[pa.RecordBatch] = []
     cur = sf_conn.cursor()
     try:
         cur.execute(query)
@@ -473,21 +526,27 @@ def _source_rows(
                 for row in zip(*(c.to_pylist() for c in chunk_rows.columns[1:width]), strict=True):
                     if row[0] is not None:
                         found[row[0]] = list(row[1:])
+                key_columns = list(range(width, table.num_columns))
+                if present:
+                    held.extend(table.filter(pc.equal(kinds, "p")).select(key_columns).to_batches())
                 key_rows = table.filter(pc.equal(kinds, "k"))
                 if key_rows.num_rows:
-                    yield from key_rows.select(list(range(width, table.num_columns))).to_batches()
+                    yield from key_rows.select(key_columns).to_batches()
 
         shipped = on_keys(keys()) if on_keys else sum(1 for _ in keys())
     finally:
         cur.close()
-    return found, shipped
+    return found, shipped, held
 
 
 # ---- the PostgreSQL side -------------------------------------------------------------------------
 
 
-def _ship_keys(pg_conn: psycopg.Connection, plan: _Plan, batches: Iterable[pa.RecordBatch]) -> int:
-    """COPY the moving keys into a temporary table (dropped at commit) for the target side to leave out."""
+def _ship_keys(
+    pg_conn: psycopg.Connection, plan: _Plan, batches: Iterable[pa.RecordBatch], into: sql.Identifier
+) -> int:
+    """COPY source keys into a temporary table (dropped at commit): the moving keys, for the target side
+    to leave out, or the keys Snowflake still holds, for it to keep."""
     spec = plan.spec
     keys = TargetTable(
         spec.pg_schema,
@@ -502,24 +561,35 @@ def _ship_keys(pg_conn: psycopg.Connection, plan: _Plan, batches: Iterable[pa.Re
     names = sql.SQL(", ").join(sql.Identifier(tc.name) for _, tc in plan.keys)
     where = f"table {spec.name} ({spec.config_path}), moving keys"
     with pg_conn.cursor() as cur:
-        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_MOVING_KEYS))
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(into))
         cur.execute(
             sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
-                _MOVING_KEYS, names, sql.Identifier(spec.pg_schema, spec.pg_table)
+                into, names, sql.Identifier(spec.pg_schema, spec.pg_table)
             )
         )
-        rows, _ = copy_batches(cur, _MOVING_KEYS, keys, conform(batches, keys, spec.batch_size, spec.nul_bytes, where))
-        cur.execute(sql.SQL("ANALYZE {}").format(_MOVING_KEYS))
+        rows, _ = copy_batches(cur, into, keys, conform(batches, keys, spec.batch_size, spec.nul_bytes, where))
+        cur.execute(sql.SQL("ANALYZE {}").format(into))
     return rows
 
 
-def _pg_filter(plan: _Plan, settled: _Settled) -> tuple[sql.Composable | None, list]:
-    if not settled.active:
-        return None, []
+def _pg_filter(plan: _Plan, settled: _Settled, present: bool = False) -> tuple[sql.Composable | None, list]:
+    def same(alias: str) -> sql.Composable:
+        return sql.SQL(" AND ").join(
+            sql.SQL("{a}.{c} = t.{c}").format(a=sql.Identifier(alias), c=sql.Identifier(tc.name)) for _, tc in plan.keys
+        )
+
+    parts: list[sql.Composable] = []
+    params: list = []
     if settled.ships_keys:
-        same = sql.SQL(" AND ").join(sql.SQL("mk.{c} = t.{c}").format(c=sql.Identifier(tc.name)) for _, tc in plan.keys)
-        return sql.SQL("NOT EXISTS (SELECT 1 FROM {} AS mk WHERE {})").format(_MOVING_KEYS, same), []
-    return settled.pg(target_type(settled.column).pg_type == "timestamptz")  # type: ignore[arg-type]
+        parts.append(sql.SQL("NOT EXISTS (SELECT 1 FROM {} AS mk WHERE {})").format(_MOVING_KEYS, same("mk")))
+    elif settled.active:
+        condition, params = settled.pg(target_type(settled.column).pg_type == "timestamptz")  # type: ignore[arg-type]
+        parts.append(condition)
+    if present:
+        parts.append(sql.SQL("EXISTS (SELECT 1 FROM {} AS pk WHERE {})").format(_PRESENT_KEYS, same("pk")))
+    if not parts:
+        return None, []
+    return sql.SQL(" AND ").join(parts), params
 
 
 def _pg_case(col: sql.Composable | None, kind_tz: bool, chunks: Sequence[Chunk]) -> tuple[sql.Composable, list]:
@@ -571,7 +641,7 @@ def _pg_buckets(
 
 
 def _target_fingerprints(
-    pg_conn: psycopg.Connection, plan: _Plan, chunks: Sequence[Chunk], settled: _Settled
+    pg_conn: psycopg.Connection, plan: _Plan, chunks: Sequence[Chunk], settled: _Settled, present: bool = False
 ) -> dict[str, list]:
     spec = plan.spec
     aggregates = sql.SQL(", ").join(m.pg for m in plan.measures)
@@ -579,7 +649,7 @@ def _target_fingerprints(
         [sql.SQL("{} AS t").format(sql.Identifier(spec.pg_schema, spec.pg_table))]
         + [m.pg_from for m in plan.measures if m.pg_from is not None]
     )
-    condition, condition_params = _pg_filter(plan, settled)
+    condition, condition_params = _pg_filter(plan, settled, present)
     chunk_col = sql.Identifier("t", plan.chunk_target) if plan.chunk_target else None
     if chunk_col is not None and plan.by_range:
         return _target_fingerprints_by_range(
@@ -690,7 +760,8 @@ def compare_counts(
         target = pg_conn.execute(
             sql.SQL("SELECT COUNT(*) FROM {}").format(sql.Identifier(spec.pg_schema, spec.pg_table))
         ).fetchone()[0]
-    return RowCount(int(source), int(target), int(moving), settled.text if settled else None)
+    deletes = settled is not None and spec.delete_detection == "keys"
+    return RowCount(int(source), int(target), int(moving), settled.text if settled else None, deletes)
 
 
 def verify_table(
@@ -700,5 +771,12 @@ def verify_table(
     counts = compare_counts(sf_conn, pg_conn, spec, lambda: columns)
     verdicts, queries = fingerprint_chunks(sf_conn, pg_conn, spec, columns, chunks)
     return TableVerdict(
-        spec.name, counts.source_rows, counts.target_rows, verdicts, queries + 1, counts.moving_rows, counts.watermark
+        spec.name,
+        counts.source_rows,
+        counts.target_rows,
+        verdicts,
+        queries + 1,
+        counts.moving_rows,
+        counts.watermark,
+        counts.deletes_pending,
     )

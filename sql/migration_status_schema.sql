@@ -20,6 +20,9 @@ CREATE TABLE IF NOT EXISTS migration_status.table_state (
     watermark       text,
     watermark_at    timestamptz,
     source_rows     bigint,     -- the source's row count when the watermark was last set
+    -- the source's MAX(watermark) read before the latest plan's distribution query: rows beyond the
+    -- plan's range were all written after it, so a load never settles above it
+    planned_watermark text,
     last_run_id     text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
@@ -65,6 +68,7 @@ ALTER TABLE migration_status.chunk_state ADD COLUMN IF NOT EXISTS checked_at tim
 ALTER TABLE migration_status.chunk_state ADD COLUMN IF NOT EXISTS reload_pending boolean NOT NULL DEFAULT false;
 ALTER TABLE migration_status.table_state ADD COLUMN IF NOT EXISTS watermark_at timestamptz;
 ALTER TABLE migration_status.table_state ADD COLUMN IF NOT EXISTS source_rows bigint;
+ALTER TABLE migration_status.table_state ADD COLUMN IF NOT EXISTS planned_watermark text;
 
 -- One row per incremental window committed: which watermark range it read and what it did.
 CREATE TABLE IF NOT EXISTS migration_status.window_state (

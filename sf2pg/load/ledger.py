@@ -26,10 +26,10 @@ def ensure_ledger(conn: psycopg.Connection) -> None:
     """Create (or bring up to date) the ledger schema on first use; a no-op once it is current."""
     current = conn.execute(
         "SELECT 1 FROM information_schema.columns WHERE table_schema = 'migration_status' "
-        "AND table_name = 'chunk_state' AND column_name = 'reload_pending'"
+        "AND table_name = 'table_state' AND column_name = 'planned_watermark'"
     ).fetchone()
     if current and conn.execute("SELECT to_regclass('migration_status.window_state')").fetchone()[0]:
-        return
+        return  # (the probe looks for the newest column; every earlier addition comes before it)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LEDGER_LOCK,))
         conn.execute(DDL_PATH.read_text())
@@ -269,6 +269,23 @@ def chunk_counts(conn: psycopg.Connection, schema: str, table: str) -> tuple[int
 
 
 # ---- the settled watermark ---------------------------------------------------------------------
+
+
+def record_planned_watermark(conn: psycopg.Connection, schema: str, table: str, value: str | None) -> None:
+    """The source's maximum watermark read before the plan's distribution query (see the DDL)."""
+    conn.execute(
+        "UPDATE migration_status.table_state SET planned_watermark = %s, updated_at = now() "
+        "WHERE target_schema = %s AND target_table = %s",
+        (value, schema, table),
+    )
+
+
+def planned_watermark(conn: psycopg.Connection, schema: str, table: str) -> str | None:
+    row = conn.execute(
+        "SELECT planned_watermark FROM migration_status.table_state WHERE target_schema = %s AND target_table = %s",
+        (schema, table),
+    ).fetchone()
+    return row[0] if row else None
 
 
 def settled_watermark(conn: psycopg.Connection, schema: str, table: str) -> str | None:

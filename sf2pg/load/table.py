@@ -23,7 +23,7 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from sf2pg.chunks import Chunk, watermark_text
+from sf2pg.chunks import Chunk, parse_watermark, watermark_text
 from sf2pg.config import TableSpec
 from sf2pg.errors import InputError
 from sf2pg.extract import ChunkSource
@@ -251,7 +251,8 @@ def _chunks_to_load(control: psycopg.Connection, job: TableLoad, summary: TableL
 
 def _settle_before_reading(control: psycopg.Connection, job: TableLoad, target: TargetTable) -> None:
     """Before the first chunk reads Snowflake: the settled watermark may not be above what the source
-    holds now, so the first sync after this load starts where the load started reading."""
+    held when the chunks were planned (rows written since may lie beyond every chunk) nor above what
+    it holds now, so the first sync after this load starts where the load's view of the table began."""
     spec = job.spec
     floor = None
     if ledger.settled_watermark(control, spec.pg_schema, spec.pg_table) is None and ledger.loaded_keys(
@@ -261,7 +262,11 @@ def _settle_before_reading(control: psycopg.Connection, job: TableLoad, target: 
 
         value = legacy_floor(control, spec, target.watermark_column.source) if target.watermark_column else None
         floor = None if value is None else watermark_text(value)
-    ledger.start_load(control, spec.pg_schema, spec.pg_table, job.start_watermark, job.start_rows, floor)  # type: ignore[arg-type]
+    read_from = job.start_watermark
+    planned = ledger.planned_watermark(control, spec.pg_schema, spec.pg_table)
+    if planned is not None and parse_watermark(planned) < parse_watermark(read_from):  # type: ignore[arg-type]
+        read_from = planned  # rows written after the plan may lie beyond every chunk of this load
+    ledger.start_load(control, spec.pg_schema, spec.pg_table, read_from, job.start_rows, floor)  # type: ignore[arg-type]
 
 
 def _load_the_window(
