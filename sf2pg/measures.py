@@ -111,7 +111,7 @@ def column_measures(col: SourceColumn, target: str, index: int, strip_nul: bool 
                     sql.SQL("SUM({})").format(_pg_hash(sql.SQL("encode({}, 'hex')").format(c_pg))), False)
         )  # fmt: skip
     elif kind == "jsonb" and t in {"VARIANT", "OBJECT", "ARRAY"}:
-        measures.append(_json(col.name, c_sf, target, index))
+        measures.append(_json(col.name, c_sf, target, index, strip_nul))
     # GEOGRAPHY / GEOMETRY (GeoJSON in jsonb): the non-NULL count only
     return measures
 
@@ -234,18 +234,19 @@ def _pg_hash(data: sql.Composable) -> sql.Composable:
 # ---- VARIANT / OBJECT / ARRAY -------------------------------------------------------------------
 
 
-def _json(name: str, c_sf: str, target: str, index: int) -> Measure:
+def _json(name: str, c_sf: str, target: str, index: int, strip_nul: bool = False) -> Measure:
+    """``strip_nul``: the table strips NUL characters on load (``nul_bytes: strip``), from JSON strings too."""
     lateral = sql.Identifier(f"sf2pg_json{index}")
     root = f"TO_VARIANT({c_sf})"
     x = f"_sf2pg_x{index}"
     return Measure(
         name,
         "content hash (key order and number spelling aside)",
-        _sf_sum(_sf_hash(_sf_node("'r'", root, sf_quote(x))), 19, 0),
+        _sf_sum(_sf_hash(_sf_node("'r'", root, sf_quote(x), strip_nul)), 19, 0),
         sql.SQL("COALESCE(SUM({}.h), 0)").format(lateral),
         False,
         sf_row=((x, _sf_number(root)),),
-        sf_nodes=_sf_sum(_sf_hash(_sf_node("k", "v", "x")), 19, 0),
+        sf_nodes=_sf_sum(_sf_hash(_sf_node("k", "v", "x", strip_nul)), 19, 0),
         pg_from=sql.SQL("LEFT JOIN LATERAL ({}) AS {} ON true").format(_pg_nodes(sql.Identifier("t", target)), lateral),
     )
 
@@ -268,10 +269,11 @@ def sf_node_source(rows: str, row: str, column: str) -> str:
     )
 
 
-def _sf_node(key: str, v: str, x: str) -> str:
+def _sf_node(key: str, v: str, x: str, strip_nul: bool = False) -> str:
     """A JSON node as text: key (or index), type and scalar value (or member count); ``x`` is its
     value as a double when it is a number."""
     mantissa, exponent = sf_float_parts(x)
+    string = f"REPLACE(AS_VARCHAR({v}), CHR(0), '')" if strip_nul else f"AS_VARCHAR({v})"
     return (
         f"{key} || '|' || CASE "
         f"WHEN TYPEOF({v}) = 'OBJECT' THEN 'o|' || ARRAY_SIZE(OBJECT_KEYS(AS_OBJECT({v}))) "
@@ -279,7 +281,7 @@ def _sf_node(key: str, v: str, x: str) -> str:
         f"WHEN TYPEOF({v}) = 'BOOLEAN' THEN 'b|' || IFF(AS_BOOLEAN({v}), 'true', 'false') "
         f"WHEN TYPEOF({v}) = 'NULL_VALUE' THEN 'z|' "
         f"WHEN {x} IS NOT NULL THEN 'n|' || CAST({mantissa} AS NUMBER(17, 0)) || ':' || CAST({exponent} AS NUMBER(5, 0)) "
-        f"ELSE 's|' || AS_VARCHAR({v}) END"
+        f"ELSE 's|' || {string} END"
     )
 
 
