@@ -134,7 +134,11 @@ class SessionState:
 
         der = base64.b64decode("".join(value.split()))
         with self._lock:
-            self._keys.setdefault(_user_name(user), {})[which.upper()] = der
+            keys = self._keys.setdefault(_user_name(user), {})
+            if der:
+                keys[which.upper()] = der
+            else:  # SET RSA_PUBLIC_KEY = '' clears it
+                keys.pop(which.upper(), None)
         return JSONResponse(
             {
                 "data": {
@@ -161,7 +165,7 @@ class SessionState:
             fingerprint = "SHA256:" + base64.b64encode(hashlib.sha256(der).digest()).decode()
             try:
                 claims = jwt.decode(token, load_der_public_key(der), algorithms=["RS256", "ES256", "ES384", "ES512"])
-            except jwt.PyJWTError:
+            except (jwt.PyJWTError, ValueError):  # signed by another key, expired, or a key that is not one
                 continue
             if str(claims.get("iss", "")).endswith(f".{user.upper()}.{fingerprint}"):
                 return True
