@@ -20,6 +20,9 @@ from sf2pg.resources import end_quietly, end_together
 from sf2pg.snowflake_session import query_tag
 from sf2pg.typemap import SourceColumn
 
+# Result chunks a stream holds converted, ahead of its reader. An item is one whole Snowflake result chunk
+# (tens of MB late in a large result), not a batch_size batch: see docs/OPTIMIZATION.md, 'Memory'.
+STREAM_READ_AHEAD = 2
 STATEMENT_TIMED_OUT = 630  # Snowflake's error for a statement cancelled at STATEMENT_TIMEOUT_IN_SECONDS
 
 
@@ -272,7 +275,8 @@ class SnowflakeChunkSource:
     def open(self, chunk: Chunk, columns: list[SourceColumn]) -> Prefetched:
         # The query starts now, in the background: the prefetch thread takes a session and reads ahead.
         tag = query_tag(table=".".join(self._where), chunk=chunk.key, **self._tag)
-        return Prefetched(functools.partial(self._stream, self.query_text(chunk, columns), {"QUERY_TAG": tag}))
+        stream = functools.partial(self._stream, self.query_text(chunk, columns), {"QUERY_TAG": tag})
+        return Prefetched(stream, depth=STREAM_READ_AHEAD)
 
     def _acquire(self) -> tuple[Any, ExitStack]:
         with self._lock:

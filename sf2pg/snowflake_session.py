@@ -36,6 +36,9 @@ SNOWFLAKE_SESSION: dict[str, Any] = {
     "QUOTED_IDENTIFIERS_IGNORE_CASE": False,  # every name is quoted and must match exactly
     "PYTHON_CONNECTOR_QUERY_RESULT_FORMAT": "ARROW",  # chunks stream with fetch_arrow_batches
     "ROWS_PER_RESULTSET": 0,  # no row cap: a capped chunk query would silently load part of its chunk
+    # result chunks of at most 16 MB uncompressed (Snowflake's smallest; its default is 160): what a stream
+    # holds is a few chunks, so this bounds a load's memory (docs/OPTIMIZATION.md, 'Memory')
+    "CLIENT_RESULT_CHUNK_SIZE": 16,
     # chunk bounds are sent as ISO literals (CAST('2024-01-01 00:00:00' AS TIMESTAMP_NTZ))
     "DATE_INPUT_FORMAT": "AUTO",
     "TIME_INPUT_FORMAT": "AUTO",

@@ -7,15 +7,22 @@ Real connector, emulator over HTTP (its chunk sizes come from the suite's ``EMUL
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import pyarrow as pa
 from dagster import DagsterInstance
 
+from sf2pg.chunks import Chunk
 from sf2pg.config import parse_config
-from sf2pg.extract import stream_query
+from sf2pg.devstack.result_chunks import ChunkSizes
+from sf2pg.extract import STREAM_READ_AHEAD, SnowflakeChunkSource, stream_query
 from sf2pg.load.conform import conform
 from sf2pg.load.target import prepare_target
+from sf2pg.resources import DEFAULT_PREFETCH_THREADS, snowflake_resource
 from sf2pg.runs import migrate, sync, verify
 from sf2pg.typemap import SourceColumn
+from sf2pg_tests.conftest import EMULATOR_SETTINGS
 from sf2pg_tests.harness import World, source_rows, target_rows
 
 DRIFT_DDL = """CREATE OR REPLACE TABLE {table} (
@@ -111,3 +118,48 @@ def test_migrate_sync_and_verify_over_multichunk_results_with_type_drift(world: 
 
     [verdict] = verify(config.tables(), instance)
     assert verdict.passed, verdict
+
+
+def _settled(count: Callable[[], int]) -> int:
+    """The count once it has stopped changing for a second (the stream's threads have filled their buffers)."""
+    last, since = count(), time.monotonic()
+    deadline = since + 60
+    while time.monotonic() - since < 1.0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = count()
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
+def test_a_stream_nobody_reads_holds_a_few_chunks_not_its_whole_result(world: World):
+    """What bounds a load's memory: an unread stream (one opened ahead) downloads at most its read-ahead
+    (``STREAM_READ_AHEAD`` converted chunks, the inline one among them) plus the connector's
+    ``client_prefetch_threads`` chunks, then waits; reading it fetches the rest. Counted, not timed."""
+    table = f'"{world.sf_database}"."PUBLIC"."WIDE"'
+    world.sf_exec(
+        f"CREATE TABLE {table} (ID NUMBER(9,0), NOTE VARCHAR)",
+        f"INSERT INTO {table} SELECT SEQ4(), 'row ' || SEQ4() FROM TABLE(GENERATOR(ROWCOUNT => 6000))",
+    )
+    snowflake = snowflake_resource(resolve=True)
+    columns = [SourceColumn("ID", "NUMBER", 9, 0), SourceColumn("NOTE", "TEXT")]
+    source = SnowflakeChunkSource(snowflake, world.sf_database, "PUBLIC", "WIDE", None, None)
+    emulator = world.stack.emulator
+    remote = len(ChunkSizes.from_env(EMULATOR_SETTINGS).split(6000)) - 1  # 27 chunks to download
+    before = emulator.downloads()
+    stream = source.open(Chunk("all", None, None), columns)
+    try:
+        ahead = _settled(emulator.downloads) - before
+        assert 0 < ahead <= STREAM_READ_AHEAD + DEFAULT_PREFETCH_THREADS < remote
+        assert sum(batch.num_rows for batch in stream) == 6000
+        assert emulator.downloads() - before == remote  # every chunk but the inline one, once
+    finally:
+        stream.close()
+        source.close()
+
+
+def test_the_emulators_chunks_grow_and_honour_client_result_chunk_size():
+    sizes = ChunkSizes(inline_rows=40, first_rows=60, max_rows=240)
+    assert sizes.split(1000) == [40, 60, 120, 240, 240, 240, 60]
+    assert sizes.split(1000, most_rows=100) == [40, 60, *[100] * 9]
+    assert sizes.split(30) == [30] and sizes.split(0) == [0]

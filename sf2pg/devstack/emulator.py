@@ -134,6 +134,7 @@ def serve_like_snowflake(duck_conn: Any) -> None:
             Route(ROUTE + "/{path:path}", chunking.download, methods=["GET"]),
             Route(INTROSPECT + "/logins", state.introspect_logins, methods=["GET"]),
             Route(INTROSPECT + "/queries", state.introspect_queries, methods=["GET"]),
+            Route(INTROSPECT + "/downloads", chunking.introspect_downloads, methods=["GET"]),
         ]
     )
     register_system_wait(duck_conn)
@@ -195,7 +196,11 @@ class Emulator:
         """What each statement sent: its text, effective QUERY_TAG and statement parameters."""
         return self._introspect("queries")
 
-    def _introspect(self, what: str) -> list[dict[str, Any]]:
+    def downloads(self) -> int:
+        """How many result chunks clients have downloaded from this emulator so far."""
+        return self._introspect("downloads")["served"]
+
+    def _introspect(self, what: str) -> Any:
         from urllib.request import urlopen
 
         with urlopen(f"http://{self.host}:{self.port}{INTROSPECT}/{what}", timeout=10) as response:

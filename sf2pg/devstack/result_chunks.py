@@ -17,7 +17,9 @@ Chunk sizes, in rows, from the environment of the emulator process:
 - ``SF2PG_EMULATOR_MAX_CHUNK_ROWS``: ... up to this many (default 256000).
 
 The defaults give Snowflake-like sizes for a row of 100-200 bytes: a small inline chunk, then
-downloads growing from about 2 MB to tens of MB uncompressed.
+downloads growing from about 2 MB to tens of MB uncompressed. A session (or statement) that sets
+``CLIENT_RESULT_CHUNK_SIZE`` (MB) gets no chunk larger than that, uncompressed, as Snowflake enforces
+it with the 2026_04 behavior change bundle.
 """
 
 from __future__ import annotations
@@ -69,12 +71,14 @@ class ChunkSizes:
             raise ValueError(f"SF2PG_EMULATOR_*_ROWS must be at least 1, found {sizes}")
         return sizes
 
-    def split(self, total: int) -> list[int]:
-        """Row counts of the chunks of a ``total``-row result: inline first, then growing."""
-        counts = [min(total, self.inline_rows)]
+    def split(self, total: int, most_rows: int | None = None) -> list[int]:
+        """Row counts of the chunks of a ``total``-row result: inline first, then growing (to at most
+        ``most_rows``, the rows that fit CLIENT_RESULT_CHUNK_SIZE)."""
+        cap = most_rows or total or 1
+        counts = [min(total, self.inline_rows, cap)]
         rest, size = total - counts[0], self.first_rows
         while rest > 0:
-            counts.append(min(rest, size))
+            counts.append(min(rest, size, cap))
             rest -= counts[-1]
             size = min(size * 2, self.max_rows)
         return counts
@@ -146,6 +150,7 @@ class ChunkStore:
         self._secret = secrets.token_bytes(32)
         self._chunks: dict[str, _Chunk] = {}
         self._lock = threading.Lock()
+        self.served = 0  # downloads answered, for tests of how far a client reads ahead
 
     def put(self, base_url: str, tables: list[pa.Table]) -> dict[str, Any]:
         """Store a result's remote chunks; the response fields that point the connector at them."""
@@ -186,12 +191,9 @@ class ChunkStore:
             return 404, b"<Error><Code>NoSuchKey</Code></Error>"
         if headers.get(SSE_C_ALGORITHM) != "AES256" or headers.get(SSE_C_KEY) != chunk.key:
             return 400, b"<Error><Code>InvalidRequest</Code><Message>SSE-C key missing or wrong</Message></Error>"
-        return 200, chunk.body
-
-    def downloads(self) -> int:
-        """How many stored chunks have been downloaded (the dev stack's read-ahead tests count them)."""
         with self._lock:
-            return sum(1 for c in self._chunks.values() if c.first_read is not None)
+            self.served += 1
+        return 200, chunk.body
 
     def _sign(self, path: str, expires: int) -> str:
         return hmac.new(self._secret, f"{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
@@ -208,6 +210,7 @@ class ChunkStore:
 @dataclass
 class _PendingResult:
     sizes: ChunkSizes
+    max_bytes: int | None = None  # CLIENT_RESULT_CHUNK_SIZE, in bytes
     remote: list[pa.Table] = field(default_factory=list)
 
 
@@ -229,7 +232,10 @@ class ResultChunking:
             pending = _CURRENT.get()
             if pending is None:
                 return original(table)
-            counts = pending.sizes.split(table.num_rows)
+            most_rows = None
+            if pending.max_bytes and table.num_rows:
+                most_rows = max(1, int(pending.max_bytes * table.num_rows / max(table.nbytes, 1)))
+            counts = pending.sizes.split(table.num_rows, most_rows)
             offsets = np.cumsum([0, *counts])
             parts = [narrow_fixed_columns(table.slice(int(o), n)) for o, n in zip(offsets, counts, strict=False)]
             pending.remote = parts[1:]
@@ -244,7 +250,8 @@ class ResultChunking:
         from starlette.responses import JSONResponse
 
         async def endpoint(request: Any) -> Any:
-            pending = _PendingResult(self.sizes)
+            chunk_mb = getattr(request.state, "sf_parameters", {}).get("CLIENT_RESULT_CHUNK_SIZE")
+            pending = _PendingResult(self.sizes, int(chunk_mb) * 2**20 if chunk_mb else None)
             token = _CURRENT.set(pending)
             try:
                 response = await query_request(request)
@@ -258,6 +265,11 @@ class ResultChunking:
             return JSONResponse(body, status_code=response.status_code)
 
         return endpoint
+
+    async def introspect_downloads(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        return JSONResponse({"served": self.store.served})
 
     async def download(self, request: Any) -> Any:
         from starlette.responses import Response
