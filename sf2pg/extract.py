@@ -251,12 +251,12 @@ class SnowflakeChunkSource:
         watermark: SourceColumn | None = None,
         lookback: int = 0,
         max_queries: int | None = None,
-        query_tag: Mapping[str, str] | None = None,
+        tag: Mapping[str, str] | None = None,
     ) -> None:
-        """``query_tag``: fields added to each chunk query's QUERY_TAG (which names sf2pg, table and chunk),
+        """``tag``: fields added to each chunk query's QUERY_TAG (which names sf2pg, table and chunk),
         e.g. the run's id."""
         self._snowflake = snowflake  # anything with a get_connection() context manager
-        self._tag = dict(query_tag or {})
+        self._tag = dict(tag or {})
         self._slots = threading.BoundedSemaphore(max_queries) if max_queries else None
         self._watermark, self._lookback = watermark, lookback
         self._where = (database, schema, table)

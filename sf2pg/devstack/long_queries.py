@@ -25,6 +25,7 @@ from typing import Any
 
 IN_PROGRESS = "333333"
 ABANDONED_SECONDS = 3600.0  # a query nobody polls for this long is forgotten
+ABORT_DELAY_SECONDS = 0.2
 
 
 @dataclass
@@ -93,8 +94,8 @@ class LongQueries:
             body = gzip.decompress(body)
         request_id = json.loads(body or b"{}").get("requestId")
         key = self._by_request.get(request_id or "")
-        if key in self._jobs:
-            self._jobs[key].aborted.set()
+        if key in self._jobs:  # as on Snowflake, the cancel lands a moment after it is acknowledged
+            asyncio.get_running_loop().call_later(ABORT_DELAY_SECONDS, self._jobs[key].aborted.set)
         return JSONResponse({"data": None, "code": None, "message": None, "success": True})
 
     async def _answer(self, key: str) -> Any:

@@ -99,16 +99,13 @@ class SessionState:
             body = await _json_body(request)
             sql = str(body.get("sqlText") or "")
             statement = dict(body.get("parameters") or {})
+            token = fakesnow.server.to_token(request) if "Authorization" in request.headers else ""
             with self._lock:
-                session = self._sessions.get(
-                    fakesnow.server.to_token(request) if "Authorization" in request.headers else "", {}
-                )
-            effective = {**session, **statement}
-            request.state.sf_parameters = effective
-            with self._lock:
+                effective = {**self._sessions.get(token, {}), **statement}
                 self.queries.append(
                     {"sql": sql, "query_tag": effective.get("QUERY_TAG"), "statement_parameters": statement}
                 )
+            request.state.sf_parameters = effective
             if match := _SET_KEY.match(sql):
                 return self._register_key(*match.groups())
             return await query_request(request)
