@@ -96,6 +96,22 @@ def test_an_unreachable_account_fails_at_once_naming_host_and_port(stack: Stack,
     assert time.monotonic() - started < 10  # not the connector's 30 s of login retries
 
 
+def test_a_session_whose_snowflake_goes_away_gives_up_after_the_retry_budget(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """Over the wire: the connector really takes sf2pg's backoff policy, and its give-up reaches the caller."""
+    from sf2pg.devstack.emulator import start_emulator
+
+    own = start_emulator(None, log_path=tmp_path / "emulator.log")
+    for key, value in {**own.env(), "SNOWFLAKE_NETWORK_TIMEOUT": "2"}.items():
+        monkeypatch.setenv(key, value)
+    try:
+        with snowflake_resource(resolve=True).get_connection() as conn:
+            own.stop()  # Snowflake goes away while the session is open
+            with pytest.raises(OperationalError, match=f"127.0.0.1:{own.port} kept failing for 2 s"):
+                conn.cursor().execute("SELECT 1")
+    finally:
+        own.stop()
+
+
 def test_a_request_that_keeps_failing_gives_up_after_the_retry_budget_naming_the_endpoint():
     pauses = retry_budget(0.2, "myorg-myaccount.snowflakecomputing.com:443")()
     assert next(pauses) == 1  # the connector takes one pause up front, before anything failed
