@@ -223,6 +223,22 @@ def end_quietly(close: Callable[[], Any]) -> None:
         log.debug("ending a Snowflake session failed: %s", exc)
 
 
+def _auth(chosen: str | None, var: Callable[[str], Any], passphrase: bool) -> dict[str, Any]:
+    """The resource fields for the one authentication variable that is set."""
+    keyed = {"private_key_password": var("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE")} if passphrase else {}
+    if chosen == "SNOWFLAKE_PRIVATE_KEY_PATH":
+        return {"private_key_path": var(chosen), **keyed}
+    if chosen == "SNOWFLAKE_PRIVATE_KEY":
+        return {"private_key": var(chosen), **keyed}
+    if chosen == "SNOWFLAKE_PAT":
+        return {"authenticator": "PROGRAMMATIC_ACCESS_TOKEN", "token": var(chosen)}
+    if chosen == "SNOWFLAKE_OAUTH_TOKEN":
+        return {"authenticator": "OAUTH", "token": var(chosen)}
+    # A password, or nothing yet: in definitions the EnvVar is read at run time, so the code location loads
+    # without secrets.
+    return {"password": var("SNOWFLAKE_PASSWORD") if chosen else EnvVar("SNOWFLAKE_PASSWORD")}
+
+
 def snowflake_resource(env: Mapping[str, str] | None = None, resolve: bool = False) -> SnowflakeResource:
     """SnowflakeResource from SNOWFLAKE_* variables.
 
@@ -268,22 +284,6 @@ def snowflake_resource(env: Mapping[str, str] | None = None, resolve: bool = Fal
         **_auth(chosen[0] if chosen else None, var, bool(env.get("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE"))),
         **{k: v for k, v in optional.items() if v is not None},
     )
-
-
-def _auth(chosen: str | None, var: Callable[[str], Any], passphrase: bool) -> dict[str, Any]:
-    """The resource fields for the one authentication variable that is set."""
-    keyed = {"private_key_password": var("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE")} if passphrase else {}
-    if chosen == "SNOWFLAKE_PRIVATE_KEY_PATH":
-        return {"private_key_path": var(chosen), **keyed}
-    if chosen == "SNOWFLAKE_PRIVATE_KEY":
-        return {"private_key": var(chosen), **keyed}
-    if chosen == "SNOWFLAKE_PAT":
-        return {"authenticator": "PROGRAMMATIC_ACCESS_TOKEN", "token": var(chosen)}
-    if chosen == "SNOWFLAKE_OAUTH_TOKEN":
-        return {"authenticator": "OAUTH", "token": var(chosen)}
-    # A password, or nothing yet: in definitions the EnvVar is read at run time, so the code location loads
-    # without secrets.
-    return {"password": var("SNOWFLAKE_PASSWORD") if chosen else EnvVar("SNOWFLAKE_PASSWORD")}
 
 
 class PostgresResource(ConfigurableResource):
