@@ -5,7 +5,13 @@ launcher, so production code never special-cases the emulator. Beyond the fixes,
 results and long queries the way real Snowflake does (``serve_like_snowflake``): large results in
 chunks downloaded from URLs (``result_chunks.py``), queries longer than a poll answered "in progress"
 and cancelled by their statement timeout (``long_queries.py``), logins and statement parameters kept
-(``session_state.py``). Their settings (``SF2PG_EMULATOR_*``) are read from this process's environment.
+(``session_state.py``). Their settings come from this process's environment (``start_emulator``'s
+``settings``):
+
+- ``SF2PG_EMULATOR_INLINE_ROWS`` (default 2000): rows of a result's first chunk, sent inline;
+- ``SF2PG_EMULATOR_CHUNK_ROWS`` (default 16000): rows of the first downloaded chunk, doubling after;
+- ``SF2PG_EMULATOR_MAX_CHUNK_ROWS`` (default 256000): the most rows a chunk grows to;
+- ``SF2PG_EMULATOR_QUERY_WAIT`` (default 45): seconds a query request waits before "in progress".
 """
 
 from __future__ import annotations
