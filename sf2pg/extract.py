@@ -6,21 +6,33 @@ import datetime as dt
 import functools
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from typing import Any, Protocol
 
 import pyarrow as pa
+from snowflake.connector.errors import ProgrammingError
 
 from sf2pg.chunks import Chunk, sf_literal
 from sf2pg.errors import InputError
 from sf2pg.identifiers import sf_qualified, sf_quote, sf_string
 from sf2pg.resources import end_quietly, end_together
+from sf2pg.snowflake_session import query_tag
 from sf2pg.typemap import SourceColumn
+
+# Result chunks a stream holds converted, ahead of its reader. An item is one whole Snowflake result chunk
+# (tens of MB late in a large result), not a batch_size batch: see docs/OPTIMIZATION.md, 'Memory'.
+STREAM_READ_AHEAD = 2
+STATEMENT_TIMED_OUT = 630  # Snowflake's error for a statement cancelled at STATEMENT_TIMEOUT_IN_SECONDS
 
 
 class UnknownColumnError(InputError):
     """A configured column name that the source table does not have."""
+
+
+class StatementTimeoutError(InputError):
+    """Snowflake cancelled a query at its statement timeout: the same query would run as long again, so it
+    is not retried."""
 
 
 def describe_table(conn: Any, database: str, schema: str, table: str) -> list[SourceColumn]:
@@ -115,13 +127,32 @@ def chunk_query(
     return f"SELECT {select} FROM {sf_qualified(database, schema, table)} WHERE {where}"
 
 
-def stream_query(conn: Any, query: str, executed: Callable[[], None] | None = None) -> Iterator[pa.Table]:
+def stream_query(
+    conn: Any,
+    query: str,
+    executed: Callable[[], None] | None = None,
+    statement_params: Mapping[str, Any] | None = None,
+) -> Iterator[pa.Table]:
     """Arrow tables from ``fetch_arrow_batches``; the cursor closes when the stream ends or is closed.
 
-    ``executed`` is called once the query has run, before its results are fetched."""
+    ``executed`` is called once the query has run, before its results are fetched. ``statement_params``
+    (e.g. its ``QUERY_TAG``) travel with the query and apply to it alone. No client-side timeout: a
+    long query is bounded by the session's ``STATEMENT_TIMEOUT_IN_SECONDS``, on the server."""
     cur = conn.cursor()
     try:
-        cur.execute(query)
+        try:
+            if statement_params:
+                cur.execute(query, _statement_params=dict(statement_params))
+            else:
+                cur.execute(query)
+        except ProgrammingError as exc:
+            if exc.errno != STATEMENT_TIMED_OUT:
+                raise
+            raise StatementTimeoutError(
+                f"Snowflake cancelled the query at its statement timeout ({exc.raw_msg}); not retried, as it would "
+                "run as long again: raise SNOWFLAKE_STATEMENT_TIMEOUT_IN_SECONDS (a lower STATEMENT_TIMEOUT_IN_SECONDS "
+                "on the warehouse, user or account also applies) or lower rows_per_chunk"
+            ) from exc
         if executed:
             executed()
         yield from cur.fetch_arrow_batches()
@@ -237,8 +268,12 @@ class SnowflakeChunkSource:
         source_filter: str | None,
         watermark: SourceColumn | None = None,
         max_queries: int | None = None,
+        tag: Mapping[str, str] | None = None,
     ) -> None:
+        """``tag``: fields added to each chunk query's QUERY_TAG (which names sf2pg, table and chunk),
+        e.g. the run's id."""
         self._snowflake = snowflake  # anything with a get_connection() context manager
+        self._tag = dict(tag or {})
         self._slots = threading.BoundedSemaphore(max_queries) if max_queries else None
         self._watermark = watermark
         self._where = (database, schema, table)
@@ -254,7 +289,9 @@ class SnowflakeChunkSource:
 
     def open(self, chunk: Chunk, columns: list[SourceColumn]) -> Prefetched:
         # The query starts now, in the background: the prefetch thread takes a session and reads ahead.
-        return Prefetched(functools.partial(self._stream, self.query_text(chunk, columns)))
+        tag = query_tag(table=".".join(self._where), chunk=chunk.key, **self._tag)
+        stream = functools.partial(self._stream, self.query_text(chunk, columns), {"QUERY_TAG": tag})
+        return Prefetched(stream, depth=STREAM_READ_AHEAD)
 
     def _acquire(self) -> tuple[Any, ExitStack]:
         with self._lock:
@@ -284,7 +321,7 @@ class SnowflakeChunkSource:
             end_quietly(conn.close)  # first, so that a run's session pool does not hand it on either
         stack.close()
 
-    def _stream(self, query: str, stop: threading.Event) -> Iterator[pa.Table]:
+    def _stream(self, query: str, statement_params: Mapping[str, Any], stop: threading.Event) -> Iterator[pa.Table]:
         if not self._take_slot(stop):
             return  # the reader stopped before the query could start: nobody reads this stream
         holding = [self._slots is not None]
@@ -298,7 +335,7 @@ class SnowflakeChunkSource:
             conn, stack = self._acquire()
             healthy = False
             try:
-                yield from stream_query(conn, query, free_slot)
+                yield from stream_query(conn, query, free_slot, statement_params)
                 healthy = True
             except GeneratorExit:  # the reader stopped early; the cursor closed, the session is fine
                 healthy = True

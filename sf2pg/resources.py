@@ -23,26 +23,37 @@ from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from dagster_snowflake import SnowflakeResource
 from pydantic import Field, PrivateAttr
 
-from sf2pg.errors import InputError
+from sf2pg.snowflake_session import (
+    DEFAULT_RETRY_SECONDS,
+    SNOWFLAKE_SESSION,
+    SnowflakeSettingsError,
+    check_reachable,
+    endpoint_of,
+    env_int,
+    query_tag,
+    retry_budget,
+    session_parameters,
+)
+
+__all__ = ["SNOWFLAKE_SESSION", "SnowflakeSettingsError"]  # their home is sf2pg.snowflake_session
 
 log = logging.getLogger("sf2pg")
 
-# Session settings every Snowflake connection gets. UTC makes watermark and chunk bounds portable.
-SNOWFLAKE_SESSION = {
-    "TIMEZONE": "UTC",
-    "GEOGRAPHY_OUTPUT_FORMAT": "GeoJSON",
-    "GEOMETRY_OUTPUT_FORMAT": "GeoJSON",
-    "CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False,
-}
-
-
-class SnowflakeSettingsError(InputError):
-    """A required SNOWFLAKE_* variable is not set."""
+# One variable chooses how sf2pg authenticates, and only one may be set (see docs/CONFIGURATION.md).
+AUTH_VARIABLES = (
+    "SNOWFLAKE_PASSWORD",
+    "SNOWFLAKE_PRIVATE_KEY_PATH",
+    "SNOWFLAKE_PRIVATE_KEY",
+    "SNOWFLAKE_PAT",
+    "SNOWFLAKE_OAUTH_TOKEN",
+)
+# Chunks the connector downloads ahead of the reader, per stream (its default is 4; see OPTIMIZATION.md).
+DEFAULT_PREFETCH_THREADS = 2
 
 
 def _snowflake_extra_args(env: Mapping[str, str]) -> dict[str, Any]:
     extra: dict[str, Any] = {
-        "session_parameters": dict(SNOWFLAKE_SESSION),
+        "session_parameters": session_parameters(env),
         # scaled NUMBER would otherwise arrive as float64
         "arrow_number_to_decimal": True,
     }
@@ -67,12 +78,61 @@ class RunSnowflakeResource(SnowflakeResource):
     ``get_connection()`` is a session of its own, as before.
     """
 
+    token: str | None = Field(
+        default=None, description="Programmatic access token or OAuth token (SNOWFLAKE_PAT, SNOWFLAKE_OAUTH_TOKEN)."
+    )
+    network_retry_seconds: int = Field(
+        default=DEFAULT_RETRY_SECONDS, description="Seconds a failing request is retried (SNOWFLAKE_NETWORK_TIMEOUT)."
+    )
+
     _idle: list[tuple[Any, float]] | None = PrivateAttr(default=None)
+    _run_id: str | None = PrivateAttr(default=None)
     _generation: int = PrivateAttr(default=0)  # a failure starts a new one; older sessions are not reused
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self._idle = []
+        self._run_id = context.run_id
+
+    @property
+    def _connection_args(self) -> Mapping[str, Any]:
+        """dagster-snowflake's connect arguments, without ``network_timeout`` (it cancels long queries
+        client-side; see sf2pg/snowflake_session.py), with the token and the retry budget."""
+        args = dict(super()._connection_args)
+        args.pop("network_timeout", None)
+        token = self._resolved_config_dict.get("token")
+        if token:
+            args["token"] = token
+        host, port = endpoint_of(args)
+        args["backoff_policy"] = retry_budget(self.network_retry_seconds, f"{host}:{port}")
+        return args
+
+    def _snowflake_private_key(self, config: Mapping[str, Any]) -> bytes:
+        """The key in DER; a key that does not load is named by its variable (and never shown)."""
+        source = "SNOWFLAKE_PRIVATE_KEY_PATH" if config.get("private_key_path") else "SNOWFLAKE_PRIVATE_KEY"
+        config = dict(config)
+        inline = config.get("private_key")
+        if isinstance(inline, str) and "-----BEGIN" in inline and "\n" not in inline:
+            config["private_key"] = inline.replace("\\n", "\n")  # a PEM whose newlines were escaped as \n
+        try:
+            return super()._snowflake_private_key(config)
+        except (ValueError, TypeError, OSError) as exc:
+            hint = (
+                "the file cannot be read" if isinstance(exc, OSError) else "it is not a PEM (or base64 PEM) private key"
+            )
+            raise SnowflakeSettingsError(
+                f"{source}: the private key cannot be loaded: {hint}, or SNOWFLAKE_PRIVATE_KEY_PASSPHRASE does "
+                "not open it (see docs/CONFIGURATION.md, 'Connections')"
+            ) from None
+
+    def _connect(self) -> Any:
+        """A new session: check the endpoint answers (fast, names host and port), then log in."""
+        args = dict(self._connection_args)
+        host, port = endpoint_of(args)
+        check_reachable(host, port, str(args.get("protocol") or "https"), min(5.0, float(self.login_timeout or 5)))
+        if self._run_id:  # queries outside a chunk (planning, checks) are found by the run's id
+            args["session_parameters"] = {**args["session_parameters"], "QUERY_TAG": query_tag(run_id=self._run_id)}
+        return snowflake.connector.connect(**args)
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         with self._lock:
@@ -82,11 +142,20 @@ class RunSnowflakeResource(SnowflakeResource):
     @contextmanager
     def get_connection(self, raw_conn: bool = True) -> Iterator[Any]:
         if self._idle is None or self.connector is not None or not self.autocommit:
+            if self.connector is None:  # dagster-snowflake's own path, through sf2pg's connect
+                conn = self._connect()
+                try:
+                    yield conn
+                    if not self.autocommit:
+                        conn.commit()
+                finally:
+                    end_quietly(conn.close)
+                return
             with super().get_connection(raw_conn) as conn:
                 yield conn
             return
         generation = self._generation
-        conn = self._take() or snowflake.connector.connect(**self._connection_args)
+        conn = self._take() or self._connect()
         try:
             yield conn
         except BaseException:
@@ -155,6 +224,22 @@ def end_quietly(close: Callable[[], Any]) -> None:
         log.debug("ending a Snowflake session failed: %s", exc)
 
 
+def _auth(chosen: str | None, var: Callable[[str], Any], passphrase: bool) -> dict[str, Any]:
+    """The resource fields for the one authentication variable that is set."""
+    keyed = {"private_key_password": var("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE")} if passphrase else {}
+    if chosen == "SNOWFLAKE_PRIVATE_KEY_PATH":
+        return {"private_key_path": var(chosen), **keyed}
+    if chosen == "SNOWFLAKE_PRIVATE_KEY":
+        return {"private_key": var(chosen), **keyed}
+    if chosen == "SNOWFLAKE_PAT":
+        return {"authenticator": "PROGRAMMATIC_ACCESS_TOKEN", "token": var(chosen)}
+    if chosen == "SNOWFLAKE_OAUTH_TOKEN":
+        return {"authenticator": "OAUTH", "token": var(chosen)}
+    # A password, or nothing yet: in definitions the EnvVar is read at run time, so the code location loads
+    # without secrets.
+    return {"password": var("SNOWFLAKE_PASSWORD") if chosen else EnvVar("SNOWFLAKE_PASSWORD")}
+
+
 def snowflake_resource(env: Mapping[str, str] | None = None, resolve: bool = False) -> SnowflakeResource:
     """SnowflakeResource from SNOWFLAKE_* variables.
 
@@ -162,10 +247,16 @@ def snowflake_resource(env: Mapping[str, str] | None = None, resolve: bool = Fal
     time and never stored in run config; ``resolve=True`` reads the values now (CLI use).
     """
     env = os.environ if env is None else env
+    chosen = [n for n in AUTH_VARIABLES if env.get(n)]
+    if len(chosen) > 1:
+        raise SnowflakeSettingsError(
+            f"Snowflake authentication is ambiguous: {', '.join(chosen)} are all set; set only one "
+            "(see docs/CONFIGURATION.md, 'Connections')"
+        )
     if resolve:
         missing = [n for n in ("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER") if not env.get(n)]
-        if not (env.get("SNOWFLAKE_PASSWORD") or env.get("SNOWFLAKE_PRIVATE_KEY_PATH")):
-            missing.append("SNOWFLAKE_PASSWORD or SNOWFLAKE_PRIVATE_KEY_PATH")
+        if not chosen:
+            missing.append("one of " + ", ".join(AUTH_VARIABLES))
         if missing:
             raise SnowflakeSettingsError(
                 f"Snowflake connection settings missing from the environment: {', '.join(missing)} "
@@ -177,14 +268,6 @@ def snowflake_resource(env: Mapping[str, str] | None = None, resolve: bool = Fal
             return None
         return env[name] if resolve else EnvVar(name)
 
-    auth: dict[str, Any] = {}
-    if env.get("SNOWFLAKE_PRIVATE_KEY_PATH"):
-        auth["private_key_path"] = var("SNOWFLAKE_PRIVATE_KEY_PATH")
-        if env.get("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE"):
-            auth["private_key_password"] = var("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE")
-    elif "SNOWFLAKE_PASSWORD" in env or not resolve:
-        # In definitions the EnvVar is read at run time, so the code location loads without secrets.
-        auth["password"] = var("SNOWFLAKE_PASSWORD") if resolve else EnvVar("SNOWFLAKE_PASSWORD")
     optional = {
         "warehouse": var("SNOWFLAKE_WAREHOUSE"),
         "role": var("SNOWFLAKE_ROLE"),
@@ -195,10 +278,11 @@ def snowflake_resource(env: Mapping[str, str] | None = None, resolve: bool = Fal
         timezone="UTC",
         # sf2pg only reads: with autocommit set, a session ends without dagster-snowflake's COMMIT round trip
         autocommit=True,
-        network_timeout=int(env.get("SNOWFLAKE_NETWORK_TIMEOUT", "60")),
-        login_timeout=int(env.get("SNOWFLAKE_LOGIN_TIMEOUT", "30")),
+        network_retry_seconds=env_int(env, "SNOWFLAKE_NETWORK_TIMEOUT", DEFAULT_RETRY_SECONDS),
+        login_timeout=env_int(env, "SNOWFLAKE_LOGIN_TIMEOUT", 30),
+        client_prefetch_threads=env_int(env, "SNOWFLAKE_CLIENT_PREFETCH_THREADS", DEFAULT_PREFETCH_THREADS) or 1,
         additional_snowflake_connection_args=_snowflake_extra_args(env),
-        **auth,
+        **_auth(chosen[0] if chosen else None, var, bool(env.get("SNOWFLAKE_PRIVATE_KEY_PASSPHRASE"))),
         **{k: v for k, v in optional.items() if v is not None},
     )
 

@@ -17,6 +17,15 @@ from sf2pg_tests.harness import Stack, World, pg_env_from_os
 
 _counter = itertools.count()
 
+# Results of more than 40 rows arrive in chunks the connector downloads (60, 120, then 240 rows each), with
+# per-chunk integer widths, as real Snowflake serves them; a statement running over 2 s is polled.
+EMULATOR_SETTINGS = {
+    "SF2PG_EMULATOR_INLINE_ROWS": "40",
+    "SF2PG_EMULATOR_CHUNK_ROWS": "60",
+    "SF2PG_EMULATOR_MAX_CHUNK_ROWS": "240",
+    "SF2PG_EMULATOR_QUERY_WAIT": "2",
+}
+
 
 @pytest.fixture(scope="session")
 def stack() -> Stack:
@@ -24,7 +33,7 @@ def stack() -> Stack:
     # which locks out the server's own OS user (postgres refuses to run as root).
     work = Path(tempfile.mkdtemp(prefix="sf2pg-test-"))
     work.chmod(0o755)
-    emulator = start_emulator(db_path=None, log_path=work / "emulator.log")
+    emulator = start_emulator(db_path=None, log_path=work / "emulator.log", settings=EMULATOR_SETTINGS)
     pg_env = pg_env_from_os()
     server = None
     if pg_env is None:

@@ -18,7 +18,7 @@ import snowflake.connector
 from sf2pg.devstack.emulator import Emulator
 from sf2pg.devstack.postgres import LocalPostgres
 from sf2pg.identifiers import sf_qualified, sf_quote
-from sf2pg.resources import SNOWFLAKE_SESSION
+from sf2pg.snowflake_session import SNOWFLAKE_SESSION
 
 
 @dataclass
@@ -31,6 +31,8 @@ class Stack:
     postgres: LocalPostgres | None = None  # None when the user's own server is used (PGHOST)
 
     def sf_connect(self, **extra: Any) -> snowflake.connector.SnowflakeConnection:
+        """A session of the test's own (seeding, reading the source), pinned like sf2pg's and, like sf2pg's,
+        without ``network_timeout``: it would cancel a slow seed client-side."""
         return snowflake.connector.connect(
             user="fake",
             password="snow",
@@ -40,7 +42,6 @@ class Stack:
             protocol="http",
             session_parameters=dict(SNOWFLAKE_SESSION),
             arrow_number_to_decimal=True,
-            network_timeout=60,
             **extra,
         )
 

@@ -48,7 +48,7 @@ class _Cursor:
     def __init__(self, sf: CountingSnowflake) -> None:
         self.sf = sf
 
-    def execute(self, query: str) -> None:
+    def execute(self, query: str, **_: object) -> None:  # _statement_params: the chunk's QUERY_TAG
         with self.sf.lock:
             self.sf.running += 1
             self.sf.queries += 1

@@ -1,7 +1,17 @@
 """The fakesnow HTTP server as a local Snowflake stand-in, with the emulator's known bugs patched.
 
 Run as ``python -m sf2pg.devstack.emulator --port P --db-path DIR``. The patches live here, in the
-launcher, so production code never special-cases the emulator.
+launcher, so production code never special-cases the emulator. Beyond the fixes, the launcher serves
+results and long queries the way real Snowflake does (``serve_like_snowflake``): large results in
+chunks downloaded from URLs (``result_chunks.py``), queries longer than a poll answered "in progress"
+and cancelled by their statement timeout (``long_queries.py``), logins and statement parameters kept
+(``session_state.py``). Their settings come from this process's environment (``start_emulator``'s
+``settings``):
+
+- ``SF2PG_EMULATOR_INLINE_ROWS`` (default 2000): rows of a result's first chunk, sent inline;
+- ``SF2PG_EMULATOR_CHUNK_ROWS`` (default 16000): rows of the first downloaded chunk, doubling after;
+- ``SF2PG_EMULATOR_MAX_CHUNK_ROWS`` (default 256000): the most rows a chunk grows to;
+- ``SF2PG_EMULATOR_QUERY_WAIT`` (default 45): seconds a query request waits before "in progress".
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,6 +114,42 @@ def _attach_existing_databases(fs: object, db_path: Path) -> None:
         conn.execute(macros.creation_sql(name))
 
 
+def serve_like_snowflake(duck_conn: Any) -> None:
+    """Chunked results, long-query polling, statement timeouts and session state on fakesnow's routes."""
+    import fakesnow.server
+    from starlette.routing import Route, request_response
+
+    from sf2pg.devstack.long_queries import LongQueries, register_system_wait
+    from sf2pg.devstack.result_chunks import ROUTE, ChunkSizes, ResultChunking
+    from sf2pg.devstack.session_state import SessionState
+
+    state, chunking, queries = SessionState(), ResultChunking(ChunkSizes.from_env()), LongQueries()
+    fakesnow.server.to_ipc = chunking.to_ipc(fakesnow.server.to_ipc)
+    wrappers = {
+        "/session/v1/login-request": state.login,
+        "/queries/v1/query-request": lambda endpoint: state.query(queries.submit(chunking.answer(endpoint))),
+        "/session": state.end,
+        "/queries/v1/abort-request": lambda _: queries.abort,
+    }
+    for route in fakesnow.server.app.routes:
+        if (wrap := wrappers.get(getattr(route, "path", None))) is not None:
+            route.endpoint = wrap(route.endpoint)
+            route.app = request_response(route.endpoint)
+    fakesnow.server.app.routes.extend(
+        [
+            Route("/queries/{key}/result", queries.result, methods=["GET"]),
+            Route(ROUTE + "/{path:path}", chunking.download, methods=["GET"]),
+            Route(INTROSPECT + "/logins", state.introspect_logins, methods=["GET"]),
+            Route(INTROSPECT + "/queries", state.introspect_queries, methods=["GET"]),
+            Route(INTROSPECT + "/downloads", chunking.introspect_downloads, methods=["GET"]),
+        ]
+    )
+    register_system_wait(duck_conn)
+
+
+INTROSPECT = "/sf2pg-devstack/v1"
+
+
 def serve(host: str, port: int, db_path: str | None) -> None:
     """Run the emulator in this process until SIGINT/SIGTERM."""
     import fakesnow
@@ -119,6 +166,7 @@ def serve(host: str, port: int, db_path: str | None) -> None:
     _register_macros_without_database(fakesnow.server.shared_fs)
     if db_path:
         _attach_existing_databases(fakesnow.server.shared_fs, Path(db_path))
+    serve_like_snowflake(fakesnow.server.shared_fs.duck_conn)
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -147,6 +195,24 @@ class Emulator:
             "SNOWFLAKE_PROTOCOL": "http",
         }
 
+    def logins(self) -> list[dict[str, Any]]:
+        """What each login sent (authenticator, session parameters; tokens only as digests)."""
+        return self._introspect("logins")
+
+    def queries(self) -> list[dict[str, Any]]:
+        """What each statement sent: its text, effective QUERY_TAG and statement parameters."""
+        return self._introspect("queries")
+
+    def downloads(self) -> int:
+        """How many result chunks clients have downloaded from this emulator so far."""
+        return self._introspect("downloads")["served"]
+
+    def _introspect(self, what: str) -> Any:
+        from urllib.request import urlopen
+
+        with urlopen(f"http://{self.host}:{self.port}{INTROSPECT}/{what}", timeout=10) as response:
+            return json.loads(response.read())
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
@@ -170,12 +236,17 @@ def port_is_open(host: str, port: int) -> bool:
 
 
 def start_emulator(
-    db_path: Path | None, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None
+    db_path: Path | None,
+    port: int | None = None,
+    host: str = "127.0.0.1",
+    log_path: Path | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> Emulator:
     """Start the emulator in a child process and wait until it accepts connections.
 
     With a ``db_path``, an emulator this folder started earlier (recorded in ``emulator.json`` beside
     it) is reused; an unrelated server on the wanted port is never reused: another port is taken.
+    ``settings`` are ``SF2PG_EMULATOR_*`` variables for the child (chunk sizes, query wait).
     """
     state = db_path.parent / "emulator.json" if db_path else None
     if state and state.exists():
@@ -188,7 +259,7 @@ def start_emulator(
     if db_path:
         cmd += ["--db-path", str(db_path)]
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **(settings or {}), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     deadline = time.monotonic() + 60
     while not port_is_open(host, port):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
+import snowflake.connector
 from dagster import DagsterInstance, materialize
 
 from sf2pg.assets import build_table_asset
@@ -16,8 +17,41 @@ from sf2pg.config import parse_config
 from sf2pg.load import chunk as chunk_module
 from sf2pg.partitions import partitions_name
 from sf2pg.runs import plan_tables
+from sf2pg.snowflake_session import SNOWFLAKE_SESSION
 from sf2pg_tests.harness import World
 from sf2pg_tests.test_load.test_migrate import all_types_config, assert_exact, run, seed_all_types
+
+
+@pytest.fixture
+def large_result_chunks(world: World, tmp_path):
+    """The world on an emulator of its own whose result chunks hold 2,500 rows: a tier of smaller batches
+    only shows when Snowflake's chunks are larger than the batches (the suite's are 40 to 240 rows)."""
+    from sf2pg.devstack.emulator import start_emulator
+
+    own = start_emulator(
+        None,
+        log_path=tmp_path / "emulator.log",
+        settings={"SF2PG_EMULATOR_INLINE_ROWS": "2500", "SF2PG_EMULATOR_CHUNK_ROWS": "2500"},
+    )
+    env = pytest.MonkeyPatch()  # its own: a test's monkeypatch.undo() must not point it back
+    for key, value in own.env().items():
+        env.setenv(key, value)
+    sf = snowflake.connector.connect(**{**_connect_args(world), "port": own.port})
+    try:
+        sf.cursor().execute(f'CREATE DATABASE "{world.sf_database}"')
+        sf.cursor().execute(f'CREATE SCHEMA "{world.sf_database}"."PUBLIC"')
+        world.sf = sf
+        yield world
+    finally:
+        sf.close()
+        env.undo()
+        own.stop()
+
+
+def _connect_args(world: World) -> dict:
+    emulator = world.stack.emulator
+    return {"user": "fake", "password": "snow", "account": "fakesnow", "host": emulator.host, "protocol": "http",
+            "session_parameters": dict(SNOWFLAKE_SESSION), "arrow_number_to_decimal": True}  # fmt: skip
 
 
 def _batches_fail_above(monkeypatch: pytest.MonkeyPatch, max_rows: int) -> list[int]:
@@ -39,8 +73,9 @@ def _batches_fail_above(monkeypatch: pytest.MonkeyPatch, max_rows: int) -> list[
 
 
 def test_a_chunk_out_of_memory_is_retried_with_smaller_batches_and_the_ledger_says_so(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    large_result_chunks: World, monkeypatch: pytest.MonkeyPatch
 ):
+    world = large_result_chunks
     seed_all_types(world, 3000)
     raw = all_types_config(world, "id", rows_per_chunk=5000, batch_size=10000)
     seen = _batches_fail_above(monkeypatch, 2000)
@@ -56,8 +91,9 @@ def test_a_chunk_out_of_memory_is_retried_with_smaller_batches_and_the_ledger_sa
 
 
 def test_a_chunk_still_out_of_memory_at_the_smallest_batches_fails_with_nothing_written(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    large_result_chunks: World, monkeypatch: pytest.MonkeyPatch
 ):
+    world = large_result_chunks
     seed_all_types(world, 3000)
     raw = all_types_config(world, "id", rows_per_chunk=5000, batch_size=10000, parallel_threads=1)
     seen = _batches_fail_above(monkeypatch, 100)

@@ -10,6 +10,7 @@ from dagster import DagsterEventType, DagsterInstance
 
 from sf2pg.config import parse_config
 from sf2pg.runs import migrate
+from sf2pg_tests.conftest import EMULATOR_SETTINGS
 from sf2pg_tests.harness import World
 from sf2pg_tests.test_load.test_migrate import all_types_config, assert_exact, seed_all_types
 
@@ -48,7 +49,7 @@ def test_a_snowflake_outage_mid_run_is_retried_and_names_the_source_side(
     from sf2pg.devstack.emulator import start_emulator
     from sf2pg.resources import snowflake_resource
 
-    own = start_emulator(tmp_path / "sf", log_path=tmp_path / "emulator.log")  # persistent: survives restarts
+    own = start_emulator(tmp_path / "sf", log_path=tmp_path / "emulator.log", settings=EMULATOR_SETTINGS)  # persistent
     for key, value in {**own.env(), "SNOWFLAKE_LOGIN_TIMEOUT": "5", "SNOWFLAKE_NETWORK_TIMEOUT": "10"}.items():
         monkeypatch.setenv(key, value)
     try:
@@ -77,7 +78,9 @@ def test_a_snowflake_outage_mid_run_is_retried_and_names_the_source_side(
             time.sleep(0.05)
         own.stop()  # the source goes away for a while ...
         time.sleep(2)
-        own = start_emulator(tmp_path / "sf", port=own.port, log_path=tmp_path / "emulator.log")  # ... and returns
+        own = start_emulator(
+            tmp_path / "sf", port=own.port, log_path=tmp_path / "emulator.log", settings=EMULATOR_SETTINGS
+        )
         worker.join(300)
         assert outcome and outcome[0].success, outcome[0].error if outcome else "no outcome"
         [dagster_run] = instance.get_runs()

@@ -8,10 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from dagster import DagsterEventType, DagsterInstance, EventRecordsFilter
 
+from sf2pg.resources import AUTH_VARIABLES
 from sf2pg_tests.harness import World, source_rows, target_rows
 from sf2pg_tests.test_load.test_migrate import run
+from sf2pg_tests.test_snowflake_auth import make_key
 
 HOSTILE_TABLE = 'x"; DROP TABLE t; --'
 HOSTILE_COLUMN = 'we"ird; DROP'
@@ -74,7 +77,21 @@ def test_nul_bytes_can_be_stripped(world: World):
 CANARY = "Canary-Secret-7f3a9e!"
 
 
-def test_secrets_never_appear_in_output_logs_or_metadata(world: World, tmp_path: Path):
+def secret_settings(world: World, how: str) -> tuple[dict[str, str], list[str]]:
+    """SNOWFLAKE_* (and PGPASSWORD) values for one way to authenticate, every secret among them a canary;
+    and the texts that must never show."""
+    env = {k: v for k, v in os.environ.items() if k not in AUTH_VARIABLES and k != "SNOWFLAKE_PRIVATE_KEY_PASSPHRASE"}
+    env["PGPASSWORD"] = CANARY
+    if how != "SNOWFLAKE_PRIVATE_KEY":
+        return {**env, how: CANARY}, [CANARY]
+    pem, public = make_key(CANARY)  # the passphrase is the canary; so is every line of the key
+    world.sf_exec(f"ALTER USER fake SET RSA_PUBLIC_KEY = '{public}'")
+    lines = [line for line in pem.splitlines() if not line.startswith("-----")]
+    return {**env, how: pem, "SNOWFLAKE_PRIVATE_KEY_PASSPHRASE": CANARY}, [CANARY, *lines]
+
+
+@pytest.mark.parametrize("how", ["SNOWFLAKE_PASSWORD", "SNOWFLAKE_PAT", "SNOWFLAKE_PRIVATE_KEY"])
+def test_secrets_never_appear_in_output_logs_or_metadata(world: World, tmp_path: Path, how: str):
     nul_table(world)  # the NUL byte makes one table fail
     table = f'"{world.sf_database}"."PUBLIC"."GOOD"'
     world.sf_exec(f"CREATE TABLE {table} (ID NUMBER(9,0))", f"INSERT INTO {table} VALUES (1), (2)")
@@ -83,29 +100,46 @@ def test_secrets_never_appear_in_output_logs_or_metadata(world: World, tmp_path:
     config.write_text(json.dumps(raw))
     home = tmp_path / "dagster_home"
     home.mkdir()
-    env = {**os.environ, "SNOWFLAKE_PASSWORD": CANARY, "PGPASSWORD": CANARY, "DAGSTER_HOME": str(home)}
-    result = subprocess.run(
-        [sys.executable, "-m", "sf2pg.cli", "--config", str(config), "migrate"],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 1  # NOTES failed, GOOD loaded
-    assert CANARY not in result.stdout + result.stderr
-    # a failing connection too: a wrong Snowflake port
-    bad = {**env, "SNOWFLAKE_PORT": "1", "SNOWFLAKE_NETWORK_TIMEOUT": "5", "SNOWFLAKE_LOGIN_TIMEOUT": "5"}
-    failed = subprocess.run(
-        [sys.executable, "-m", "sf2pg.cli", "--config", str(config), "validate", "--connect"],
-        capture_output=True, text=True, env=bad, cwd=REPO, timeout=300,
-    )  # fmt: skip
-    assert failed.returncode == 1 and CANARY not in failed.stdout + failed.stderr
+    settings, secrets = secret_settings(world, how)
+    env = {**settings, "DAGSTER_HOME": str(home)}
+
+    def shown(result: subprocess.CompletedProcess) -> list[str]:
+        return [s for s in secrets if s in result.stdout + result.stderr]
+
+    def sf2pg(*args: str, **overrides: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "sf2pg.cli", "--config", str(config), *args],
+            capture_output=True, text=True, env={**env, **overrides}, cwd=REPO, timeout=300,
+        )  # fmt: skip
+
+    result = sf2pg("migrate")
+    assert result.returncode == 1, result.stderr[-2000:]  # NOTES failed, GOOD loaded
+    assert not shown(result)
+    # failing connections too: a wrong Snowflake port, and (keys) a passphrase that does not open the key
+    failed = sf2pg("validate", "--connect", SNOWFLAKE_PORT="1", SNOWFLAKE_LOGIN_TIMEOUT="5")
+    assert failed.returncode == 1 and not shown(failed)
+    if how == "SNOWFLAKE_PAT":  # an OAuth token travels the same way as a PAT
+        oauth = {k: v for k, v in env.items() if k != "SNOWFLAKE_PAT"}
+        checked = subprocess.run(
+            [sys.executable, "-m", "sf2pg.cli", "--config", str(config), "validate", "--connect"],
+            capture_output=True, text=True, env={**oauth, "SNOWFLAKE_OAUTH_TOKEN": CANARY}, cwd=REPO, timeout=300,
+        )  # fmt: skip
+        assert checked.returncode == 0 and not shown(checked), checked.stdout + checked.stderr
+    if how == "SNOWFLAKE_PRIVATE_KEY":
+        wrong = sf2pg("validate", "--connect", SNOWFLAKE_PRIVATE_KEY_PASSPHRASE=CANARY + "-wrong")
+        assert wrong.returncode == 1 and "SNOWFLAKE_PRIVATE_KEY: the private key cannot be loaded" in wrong.stderr
+        assert not [s for s in secrets if s in wrong.stdout + wrong.stderr]
     with DagsterInstance.from_config(str(home)) as instance:
         records = instance.get_event_records(EventRecordsFilter(event_type=DagsterEventType.STEP_FAILURE))
         records += instance.get_event_records(EventRecordsFilter(event_type=DagsterEventType.ASSET_MATERIALIZATION))
         assert records
         for record in records:
-            assert CANARY not in json.dumps(record.event_log_entry.to_json())
+            entry = json.dumps(record.event_log_entry.to_json())
+            assert not [s for s in secrets if s in entry]
     for path in home.rglob("*"):
         if path.is_file():
-            assert CANARY.encode() not in path.read_bytes(), path
+            content = path.read_bytes()
+            assert not [s for s in secrets if s.encode() in content], path
 
 
 def test_a_second_config_loading_the_same_table_is_refused_before_any_row_moves(world: World):
