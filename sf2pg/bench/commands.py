@@ -225,6 +225,15 @@ def start_stack(options: Options, postgres: Any | None) -> Stack:
     return Stack(process_env({**pg_env, **emulator.env()}), emulator, postgres)
 
 
+def _chunks(schema: str) -> int:
+    """The chunks sf2pg planned for its target in ``schema`` (what the config's chunk size made of the table)."""
+    import psycopg
+
+    with psycopg.connect(dbname=DATABASE) as conn:
+        query = f"SELECT count(*) FROM {LEDGER}.chunk_state WHERE target_schema = %s"
+        return conn.execute(query, (schema,)).fetchone()[0]
+
+
 def _create_database_from_env() -> None:
     import psycopg
     from psycopg import sql
@@ -273,7 +282,10 @@ class Bench:
             self.all[key].add(run, False)
             return False
         verdict = content.compare(DATABASE, schema, TABLE, self.all[key].label)
-        self.all[key].add(run, verdict.exact, verdict.summary())
+        note = verdict.summary()
+        if key.startswith("migrate_"):
+            note += f", {_chunks(schema)} chunk(s)"
+        self.all[key].add(run, verdict.exact, note)
         if not verdict.exact:
             console.print(f"  [red]{self.all[key].label}: content differs from the source[/]: {verdict.summary()}")
         return verdict.exact
