@@ -48,7 +48,10 @@ TARGETS = [
     ),
     Target("sf2pg migrate (default config) vs reading all rows", "migrate_default", "read_all", at_most=MIGRATE_BOUND),
     Target(
-        "Sling full refresh vs sf2pg migrate (default config)", "sling_full", "migrate_default", at_least=SLING_FACTOR
+        "Sling full refresh vs sf2pg migrate, default config (migrate 2x faster)",
+        "sling_full",
+        "migrate_default",
+        at_least=SLING_FACTOR,
     ),
 ]
 
