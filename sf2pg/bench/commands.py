@@ -12,7 +12,7 @@ beside a baseline that does the least any tool must do:
 
 A load's round counts only once its target is proven equal to the source (``content.py``); each
 timed process starts on a settled server (``settling.py``). The run prints the table and the
-issue's targets (``targets.py``) and writes everything, machine facts included, to
+issue's targets (``targets.py``, ``report.py``) and writes everything, machine facts included, to
 ``bench_results/commands-<time>.json``.
 """
 
@@ -21,29 +21,24 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
-from importlib import metadata
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from sf2pg.bench import content, peers, source_table
-from sf2pg.bench.processes import Run, Summary, parse_importtime, run_timed, top_imports
+from sf2pg.bench.contenders import contenders
+from sf2pg.bench.processes import Run, parse_importtime, run_timed, top_imports
+from sf2pg.bench.report import console, machine_facts, print_importtimes, print_report, verdict_json
 from sf2pg.bench.settling import settle
-from sf2pg.bench.targets import Verdict, evaluate
+from sf2pg.bench.targets import evaluate
 
-console = Console(width=140)
 DATABASE = "sf2pg_bench_commands"
 TABLE = source_table.SF_TABLE.lower()  # every tool names the target table this way
 SCHEMAS = {"migrate_default": "sf2pg_default", "migrate_tuned": "sf2pg_tuned", "sling": "sling", "dlt": "dlt"}
 LEDGER = "migration_status"  # sf2pg's ledger, dropped with the targets: each round's migrate is a first load
-REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -59,79 +54,6 @@ class Options:
     state: Path = Path(".sf2pg/bench/commands")
     results: Path = Path("bench_results")
     timeout: float = 1800.0
-
-
-@dataclass
-class Contender:
-    """One timed command and every round of it; a round counts when it ran cleanly and its target matched."""
-
-    key: str
-    label: str
-    group: str
-    runs: list[Run] = field(default_factory=list)
-    counted: list[bool] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # per round: the content check, or why it did not count
-    missed: list[str] = field(default_factory=list)  # why a round did not run it
-    skipped: str = ""  # why it never ran
-
-    def add(self, run: Run, counted: bool, note: str = "") -> None:
-        self.runs.append(run)
-        self.counted.append(counted and run.ok)
-        if not run.ok:
-            tail = " | ".join(run.output.strip().splitlines()[-3:])
-            note = f"{'timed out' if run.timed_out else f'exit {run.exit_code}'}: {tail}"
-        elif not counted:
-            note = f"{run.seconds:.2f}s, not counted: {note}"
-        self.notes.append(note)
-
-    def summary(self) -> Summary | None:
-        return Summary.of([r for r, counted in zip(self.runs, self.counted, strict=True) if counted])
-
-    def missing(self) -> str:
-        """Why this contender has no figure."""
-        if self.skipped:
-            return self.skipped
-        if not self.runs:
-            return self.missed[0] if self.missed else "not run"
-        return "no round counted: " + (next((n for n in self.notes if n), "") or "?")
-
-    def as_json(self) -> dict[str, Any]:
-        summary = self.summary()
-        return {
-            "label": self.label,
-            "group": self.group,
-            "skipped": self.skipped,
-            "missed_rounds": self.missed,
-            "summary": asdict(summary) if summary else None,
-            "rounds": [
-                {**asdict(r), "output": r.output[-600:] if not r.ok else "", "counted": c, "note": n}
-                for r, c, n in zip(self.runs, self.counted, self.notes, strict=True)
-            ],
-        }
-
-
-def contenders(options: Options) -> dict[str, Contender]:
-    """Every contender, in the order the table shows them (each group's baseline first)."""
-    per_chunk = max(options.rows // 8, 100)
-    rows = [
-        ("read_all", "read all rows with the connector (baseline)", "full load"),
-        ("migrate_default", "sf2pg migrate, default config", "full load"),
-        ("migrate_tuned", f"sf2pg migrate, rows_per_chunk {per_chunk:,} (8 chunks, 4 threads)", "full load"),
-        ("sling_full", "Sling full refresh", "full load"),
-        ("dlt_full", "dlt full load (sql_database, pyarrow backend, insert_values)", "full load"),
-        ("read_changed", "read the changed rows with the connector (baseline)", "sync"),
-        ("sync_changed", "sf2pg sync of the changed rows", "sync"),
-        ("sync_noop", "sf2pg sync with nothing to do", "sync"),
-        ("sling_incremental", "Sling incremental", "sync"),
-        ("bare_start", 'python -c "import psycopg, pyarrow" (baseline)', "start"),
-        ("cli_help", "sf2pg --help", "start"),
-        ("cli_validate", "sf2pg validate", "start"),
-        ("cli_status", "sf2pg status", "start"),
-    ]
-    return {key: Contender(key, label, group) for key, label, group in rows}
-
-
-BASELINES = {"full load": "read_all", "sync": "read_changed", "start": "bare_start"}
 
 
 # ---- configs and command lines --------------------------------------------------------------------
@@ -251,7 +173,7 @@ class Bench:
         self.stack = stack
         self.env = stack.env
         self.state = options.state
-        self.all = contenders(options)
+        self.all = contenders(options.rows)
         self.configs = write_configs(self.state, options.rows)
         self.peers = peers.find_peers(options.peers)
         self.load_average: list[tuple[float, float, float]] = []
@@ -416,109 +338,6 @@ class Bench:
         return found
 
 
-# ---- report ---------------------------------------------------------------------------------------
-
-
-def _fmt(value: float | None, unit: str = "s") -> str:
-    return "" if value is None else f"{value:.2f}{unit}"
-
-
-def print_report(all_: dict[str, Contender], verdicts: list[Verdict], rounds: int) -> None:
-    table = Table(title=f"whole commands, fresh processes: best and median of {rounds} interleaved round(s)")
-    for column in ("contender", "best", "median", "CPU", "vs baseline", "medians", "content / note"):
-        table.add_column(column, justify="left" if column in ("contender", "content / note") else "right")
-    summaries = {k: c.summary() for k, c in all_.items()}
-    group = None
-    for key, c in all_.items():
-        if c.group != group:
-            group = c.group
-            table.add_section()
-        s = summaries[key]
-        base = summaries.get(BASELINES[c.group])
-        is_base = key == BASELINES[c.group]
-        note = f"skipped: {c.skipped}" if c.skipped else next((n for n in reversed(c.notes) if n), "")
-        if s is None:
-            table.add_row(c.label, "", "", "", "", "", note or c.missing())
-            continue
-        table.add_row(
-            c.label,
-            _fmt(s.best_s),
-            _fmt(s.median_s),
-            _fmt(s.cpu_s),
-            "" if is_base or base is None else f"{s.best_s / base.best_s:.2f}x",
-            "" if is_base or base is None else f"{s.median_s / base.median_s:.2f}x",
-            note,
-        )
-    console.print(table)
-    targets = Table(title="the issue's targets (ratio of the best times; medians beside)")
-    for column in ("target", "ratio", "medians", "bound", "met?"):
-        targets.add_column(column, justify="left" if column in ("target", "met?") else "right")
-    for v in verdicts:
-        colour = {"met": "green", "not met": "red"}.get(v.status, "yellow")
-        status = f"[{colour}]{v.status}[/]" + (f" ({v.why})" if v.why else "")
-        targets.add_row(v.target.label, _fmt(v.ratio, "x"), _fmt(v.median_ratio, "x"), v.target.bound(), status)
-    console.print(targets)
-
-
-def print_importtimes(found: dict[str, dict[str, Any]], all_: dict[str, Contender]) -> None:
-    for key, item in found.items():
-        console.print(
-            f"[bold]{all_[key].label}[/]: imports {item['total_s']:.2f}s; by cumulative time:", highlight=False
-        )
-        for entry in item["top"]:
-            indent = "  " * (entry["depth"] + 1)
-            console.print(f"{indent}{entry['cumulative_us'] / 1e6:6.3f}s  {entry['module']}", highlight=False)
-
-
-def machine_facts(stack: Stack, peer_versions: dict[str, str]) -> dict[str, Any]:
-    import psycopg
-
-    packages = ("dagster", "snowflake-connector-python", "pyarrow", "psycopg", "pgpq", "fakesnow", "duckdb")
-    versions = {}
-    for name in packages:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    with psycopg.connect(dbname=DATABASE) as conn:
-        versions["postgresql"] = conn.execute("SHOW server_version").fetchone()[0]
-    versions.update(peer_versions)
-    pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "cpus": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "memory_gib": round(pages / 2**30, 1),
-        "load_average": os.getloadavg(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "commit": _git("rev-parse", "--short", "HEAD"),
-        "uncommitted_changes": bool(_git("status", "--porcelain", "--untracked-files=no")),
-        "postgres": "embedded" if stack.postgres is not None else "PG* variables",
-        "versions": versions,
-    }
-
-
-def _git(*args: str) -> str:
-    try:
-        return subprocess.run(
-            ["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=30
-        ).stdout.strip()
-    except OSError:
-        return ""
-
-
-def verdict_json(v: Verdict) -> dict[str, Any]:
-    return {
-        "target": v.target.label,
-        "ratio": v.ratio,
-        "median_ratio": v.median_ratio,
-        "bound": v.target.bound(),
-        "status": v.status,
-        "why": v.why,
-    }
-
-
 def run_commands(options: Options, postgres: Any | None) -> dict:
     """The whole part: setup, rounds, report; returns what it wrote to its JSON file."""
     options.state = options.state.resolve()
@@ -530,7 +349,7 @@ def run_commands(options: Options, postgres: Any | None) -> dict:
         bench.run()
         found = bench.importtimes() if options.importtime else {}
         load_after = os.getloadavg()
-        facts = machine_facts(stack, peer_versions)
+        facts = machine_facts(DATABASE, stack.postgres is not None, peer_versions)
     finally:
         stack.emulator.stop()
     summaries = {k: c.summary() for k, c in bench.all.items()}
