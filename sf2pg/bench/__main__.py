@@ -4,7 +4,8 @@ Every contender loads the same generated Arrow data into a fresh table of the sa
 embedded server, in one run; the table printed (and written as JSON) gives rows/s and the ratio to
 the limit, server-side ``COPY ... FROM 'file' (FORMAT binary)``. The same run then measures, against
 the emulator: end to end, orchestration overhead per chunk, planning a skewed table and an
-incremental sync (see ``scenarios.py``), and finally peak memory.
+incremental sync (see ``scenarios.py``), peak memory, and finally whole ``sf2pg`` commands as a user
+runs them, beside read-only baselines and the peers (see ``commands.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import pyarrow.compute as pc
 from rich.console import Console
 from rich.table import Table
 
+from sf2pg.bench.settling import settle
 from sf2pg.chunks import Chunk, chunk_key
 from sf2pg.typemap import SourceColumn
 
@@ -299,21 +301,6 @@ def end_to_end(rows: int, database: str, rounds: int) -> dict:
     }
 
 
-def settle(database: str, drop_schemas: list[str]) -> None:
-    """Start a timed run on a quiet server: earlier rounds' tables dropped (autovacuum would otherwise
-    work through them during later rounds), dirty pages flushed, no autovacuum worker running."""
-    import psycopg
-
-    with psycopg.connect(dbname=database, autocommit=True) as conn:
-        for schema in drop_schemas:
-            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        conn.execute("CHECKPOINT")
-        deadline = time.monotonic() + 30
-        query = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
-        while conn.execute(query).fetchone()[0] and time.monotonic() < deadline:
-            time.sleep(0.2)
-
-
 def _timed_migrate(config, instance, migrate) -> dict:
     """One ``sf2pg.runs.migrate`` (the CLI's path), split into planning, the Dagster steps and the rest,
     with the client's CPU seconds."""
@@ -349,6 +336,31 @@ def _timed_migrate(config, instance, migrate) -> dict:
     }
 
 
+PARTS = ["load", "e2e", "scenarios", "memory", "commands"]
+
+
+def commands_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the whole-command part (``commands.py``)."""
+    group = parser.add_argument_group("whole commands (--only commands)")
+    group.add_argument("--changed", type=int, help="rows changed before each timed sync (default 10,000; quick 1,000)")
+    group.add_argument(
+        "--peers",
+        default=os.environ.get("SF2PG_BENCH_PEERS"),
+        metavar="VENV",
+        help="virtualenv holding the peers, Sling and dlt (default $SF2PG_BENCH_PEERS); without it they are skipped",
+    )
+    group.add_argument("--setup-peers", metavar="VENV", help="create that virtualenv with pip, then exit")
+    group.add_argument(
+        "--importtime", action="store_true", help="also run the short commands under python -X importtime (untimed)"
+    )
+    group.add_argument(
+        "--postgres",
+        choices=["embedded", "env"],
+        default="embedded",
+        help="the embedded server under .sf2pg/bench, or the one the PG* variables name (its database sf2pg_bench_commands)",
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -357,13 +369,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, help="interleaved rounds of the fast contenders (default 3, quick 1)")
     parser.add_argument(
         "--only",
-        choices=["load", "e2e", "scenarios", "memory"],
+        choices=PARTS,
         action="append",
         help="run only these parts (repeatable): load path vs the limit, end to end, orchestration/planning/sync, "
-        "peak memory; default all",
+        "peak memory, whole commands as a user runs them; default all",
     )
+    commands_options(parser)
     args = parser.parse_args(argv)
-    parts = set(args.only or ["load", "e2e", "scenarios", "memory"])
+    if args.setup_peers:
+        from sf2pg.bench.peers import setup_peers
+
+        sys.exit(setup_peers(Path(args.setup_peers)))
+    parts = set(args.only or PARTS)
     quick = args.quick
     args.rounds = args.rounds or (1 if quick else 3)
     rows = 100_000 if quick else args.rows
@@ -386,10 +403,14 @@ def main(argv: list[str] | None = None) -> None:
     from sf2pg.devstack.postgres import start_postgres
 
     STATE.mkdir(parents=True, exist_ok=True)
-    server = start_postgres(STATE / "pg", durable=True)
-    os.environ.update(server.env())
-    server.create_database("bench")
-    os.environ["BENCH_DB"] = "bench"
+    callers_pg = {k: v for k, v in os.environ.items() if k.startswith("PG")}  # for --postgres env
+    server = None
+    if parts != {"commands"} or args.postgres == "embedded":  # the commands part can use the caller's PG*
+        server = start_postgres(STATE / "pg", durable=True)
+        os.environ.update(server.env())
+    if parts != {"commands"}:
+        server.create_database("bench")
+        os.environ["BENCH_DB"] = "bench"
     folder = Path(tempfile.mkdtemp(prefix="sf2pg-bench-"))
     folder.chmod(0o755)
     results: dict = {"machine": machine(), "rows": rows, "sizes": sizes, "contenders": {}}
@@ -522,10 +543,26 @@ def main(argv: list[str] | None = None) -> None:
             )
             if len(memory) == 2:
                 console.print(f"5M/1M peak memory ratio: {memory[5_000_000] / memory[1_000_000]:.2f}x")
+
+        if "commands" in parts:
+            from sf2pg.bench.commands import Options, run_commands
+
+            options = Options(
+                rows=rows,
+                rounds=args.rounds,
+                changed=1_000 if quick and args.changed is None else args.changed or 10_000,
+                peers=args.peers,
+                importtime=args.importtime,
+                pg_env=None if args.postgres == "embedded" else callers_pg,
+                state=STATE / "commands",
+            )
+            commands = run_commands(options, server if args.postgres == "embedded" else None)
+            results["commands"] = {"targets": commands["targets"], "machine": commands["machine"]}
     finally:
         if emulator is not None:
             emulator.stop()
-        server.stop()
+        if server is not None:
+            server.stop()
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=2, default=str))
     console.print(f"results written to {args.json}")
