@@ -128,6 +128,7 @@ def _table_load(
             spec.source_filter,
             watermark,
             max_queries=spec.parallel_threads,
+            tag={"run_id": context.run_id},
         ),
         full_load=window is None and bool(every) and set(keys) >= set(every),
         total_chunks=len(every) or None,
