@@ -65,11 +65,21 @@ def test_existing_wider_columns_get_their_own_arrow_type():
 
 
 def test_existing_narrower_columns_are_rejected():
-    big = target_type(SourceColumn("N", "NUMBER", 18, 0))
+    dec = target_type(SourceColumn("N", "NUMBER", 12, 2))
     with pytest.raises(IncompatibleTypeError):
-        load_type_for_existing(big, "integer", 32, 0)
+        load_type_for_existing(dec, "integer", 32, 0)
+    with pytest.raises(IncompatibleTypeError):
+        load_type_for_existing(dec, "numeric", 8, 2)
     with pytest.raises(IncompatibleTypeError):
         load_type_for_existing(target_type(SourceColumn("T", "TEXT")), "integer", 32, 0)
+
+
+@pytest.mark.parametrize("precision", [18, 20, 38])
+def test_whole_numbers_load_into_any_existing_integer_column_value_by_value(precision):
+    whole = target_type(SourceColumn("N", "NUMBER", precision, 0))
+    assert load_type_for_existing(whole, "bigint", 64, 0).arrow_type == pa.int64()
+    assert load_type_for_existing(whole, "integer", 32, 0).arrow_type == pa.int32()
+    assert load_type_for_existing(whole, "smallint", 16, 0).arrow_type == pa.int16()
 
 
 def test_names_follow_snowflake_quoting_rules():
