@@ -28,7 +28,7 @@ from sf2pg.incremental import WindowPlan
 from sf2pg.load import ledger
 from sf2pg.planning import Plan, plan_table
 from sf2pg.resources import PostgresResource
-from sf2pg.typemap import SourceColumn
+from sf2pg.typemap import SourceColumn, is_wide_integer
 
 
 class SourceTableMissingError(InputError):
@@ -130,6 +130,15 @@ def report_loaded(instance: DagsterInstance, spec: TableSpec, postgres: Postgres
         )
 
 
+def range_columns(spec: TableSpec, columns: list[SourceColumn]) -> list[SourceColumn]:
+    """Columns whose MIN and MAX the plan reads: wide integers of a ``bigint_when_fits`` table that no
+    ``column_types`` entry types already."""
+    if spec.wide_integers != "bigint_when_fits":
+        return []
+    named = {n.casefold() for n, _ in spec.column_types}
+    return [c for c in columns if is_wide_integer(c) and c.name.casefold() not in named]
+
+
 def replan(
     spec: TableSpec,
     sf_conn: Any,
@@ -140,17 +149,20 @@ def replan(
     existing = list(instance.get_dynamic_partitions(partitions_name(spec))) if instance else []
     if postgres is not None:
         existing += ledger_chunk_keys(postgres, spec)
+    columns = source_columns(sf_conn, spec)
     plan = plan_table(
         sf_conn,
         spec.sf_database,
         spec.sf_schema,
         spec.sf_table,
-        source_columns(sf_conn, spec),
+        columns,
         spec.chunking_column,
         spec.chunking_type,
         spec.source_filter,
         spec.rows_per_chunk,
         existing,
+        range_columns=range_columns(spec, columns),
+        config_path=spec.config_path,
     )
     if postgres is not None:
         with postgres.get_connection(spec.pg_database) as conn:
@@ -159,6 +171,8 @@ def replan(
             ledger.claim_table(conn, spec.pg_schema, spec.pg_table, spec.source_name, source_table, where)
             with conn.transaction():
                 ledger.record_plan(conn, spec.pg_schema, spec.pg_table, plan.chunks)
+                if plan.ranges:
+                    ledger.record_column_ranges(conn, spec.pg_schema, spec.pg_table, plan.ranges)
     if instance is not None:
         register(instance, spec, plan.chunks)
     return plan

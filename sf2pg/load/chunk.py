@@ -137,6 +137,7 @@ def load_chunk(
                 run_id=run_id,
                 fallback=result.fallback,
                 read_watermark=read_watermark,
+                schema_version=target.schema_version,
             ),
         )
     return result
