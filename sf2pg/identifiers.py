@@ -31,8 +31,11 @@ def pg_name_for(snowflake_name: str) -> str:
     """The PostgreSQL name for a Snowflake name: unquoted-style names (stored upper-case) become
     lower-case, quoted ones keep their spelling, and a result over 63 bytes is shortened by
     ``pg_fit`` (deterministic, so every later load finds the same column)."""
-    name = snowflake_name.lower() if _UNQUOTED_SNOWFLAKE.match(snowflake_name) else snowflake_name
-    return pg_fit(name, snowflake_name)
+    return pg_fit(_cased(snowflake_name), snowflake_name)
+
+
+def _cased(snowflake_name: str) -> str:
+    return snowflake_name.lower() if _UNQUOTED_SNOWFLAKE.match(snowflake_name) else snowflake_name
 
 
 def pg_fit(name: str, seed: str | None = None) -> str:
@@ -63,7 +66,8 @@ def pg_column_match(existing: Iterable[str], snowflake_name: str) -> str | None:
     case-insensitive match; None when the table has no such column."""
     names = list(existing)
     mapped = pg_name_for(snowflake_name)
-    for candidate in dict.fromkeys((mapped, pg_truncated(mapped), snowflake_name, pg_truncated(snowflake_name))):
+    cut = (pg_truncated(_cased(snowflake_name)), pg_truncated(snowflake_name))
+    for candidate in dict.fromkeys((mapped, snowflake_name, *cut)):
         if candidate in names:
             return candidate
     folded = [n for n in names if n.casefold() in (mapped.casefold(), snowflake_name.casefold())]
