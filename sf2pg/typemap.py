@@ -253,7 +253,7 @@ def is_wide_integer(col: SourceColumn) -> bool:
 WIDE_INTEGER_POLICIES = ("numeric", "bigint", "bigint_when_fits")
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
-_DECLARED = re.compile(r"^([a-z][a-z ]*?)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?$")
+_DECLARED = re.compile(r"^([a-z][a-z0-9 ]*?)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?$")
 _ALIASES = {
     "int2": "smallint", "int": "integer", "int4": "integer", "int8": "bigint", "decimal": "numeric",
     "character varying": "varchar", "float8": "double precision", "float": "double precision",
