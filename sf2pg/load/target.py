@@ -389,6 +389,8 @@ def _follow_changes(
             if _same_type(pg, wanted):
                 continue  # the target was narrowed to match already
             unsafe(change, target, f"the target keeps {pg.ddl}", skip=False)
+        elif _same_type(pg, wanted):
+            continue  # retyped, and the target was changed to match already
         else:  # retyped: loads on only if the target can still hold it
             try:
                 load_type_for_existing(wanted, pg.data_type, pg.precision, pg.scale)
