@@ -41,3 +41,8 @@ def test_a_target_column_is_found_by_the_rule_by_postgresqls_own_cut_or_by_case(
 def test_two_source_columns_with_one_postgresql_name_are_refused_naming_both():
     with pytest.raises(TargetSchemaError, match="'ABC' and 'abc' both map to the PostgreSQL name 'abc'"):
         plan_columns([SourceColumn("ABC", "TEXT"), SourceColumn("abc", "TEXT")], "table t")
+
+
+def test_the_example_in_types_md_is_what_the_rule_gives():
+    long = "CUSTOMER_LIFETIME_VALUE_SEGMENT_ASSIGNED_BY_THE_QUARTERLY_REVIEW_BOARD"
+    assert pg_name_for(long) == "customer_lifetime_value_segment_assigned_by_the_quarte_ffaad57e"
