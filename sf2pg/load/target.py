@@ -339,6 +339,7 @@ def _follow_changes(
     statements: list[sql.Composable] = []
     refused: list[str] = []
     ident = sql.Identifier(schema, table)
+    pinned = set(rules.overrides([p[0] for p in planned], where))  # column_types: the config decides the type
 
     def unsafe(change: drift.SourceChange, target: str | None, why: str, skip: bool) -> None:
         if rules.unsafe_schema_changes != "ignore":
@@ -373,6 +374,9 @@ def _follow_changes(
             continue  # a column the target never had: nothing to follow
         pg = existing[target]
         if change.kind == "widened":
+            if col.name in pinned and _same_type(pg, wanted):
+                out.reported.append(drift.describe(change, target, True, f"column_types keeps it {pg.ddl}"))
+                continue
             if holds(pg, wanted, col):
                 out.reported.append(drift.describe(change, target, True, f"the target's {pg.ddl} already holds it"))
                 continue

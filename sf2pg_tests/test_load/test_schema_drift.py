@@ -135,20 +135,26 @@ def test_a_number_whose_precision_grew_widens_its_target_column_and_the_wide_val
     assert again.success and "schema_changes" not in again.metadata  # a change is reported once
 
 
-def test_a_text_length_that_grew_widens_a_varchar_target(world: World):
+def test_a_text_length_that_grew_widens_a_varchar_target_unless_column_types_pins_it(world: World):
     table = f'"{world.sf_database}"."PUBLIC"."CODES"'
     world.sf_exec(f"CREATE TABLE {table} (ID NUMBER(9,0), CODE VARCHAR(5))", f"INSERT INTO {table} VALUES (1, 'abc')")
     raw = world.config([{"source": "CODES", "uniqueness_columns": ["ID"], "column_types": {"CODE": "varchar(5)"}}])
-    assert run(world, raw)[0].success
+    instance = DagsterInstance.ephemeral()
+    assert run(world, raw, instance)[0].success
     assert _column_types(world, "codes")["code"] == "character varying(5)"
-    # the config no longer pins the length, and Snowflake's grew: the target follows it
+    world.sf_exec(f"ALTER TABLE {table} ALTER COLUMN CODE SET DATA TYPE VARCHAR(12)")
+    pinned = run(world, raw, instance, reload=True)[0]  # column_types says varchar(5): it stays
+    assert pinned.success and "column_types keeps it varchar(5)" in pinned.metadata["schema_changes"]
+    assert _column_types(world, "codes")["code"] == "character varying(5)"
+    # the config no longer pins the length, and Snowflake's grew past it: the target follows
     del raw["sources"][0]["tables"][0]["column_types"]
     world.sf_exec(
-        f"ALTER TABLE {table} ALTER COLUMN CODE SET DATA TYPE VARCHAR(12)", f"UPDATE {table} SET CODE = 'abcdefghijkl'"
+        f"ALTER TABLE {table} ALTER COLUMN CODE SET DATA TYPE VARCHAR(14)", f"UPDATE {table} SET CODE = 'abcdefghijkl'"
     )
-    outcome = run(world, raw, reload=True)[0]
+    outcome = run(world, raw, instance, reload=True)[0]
     assert outcome.success, outcome.error
-    assert _column_types(world, "codes")["code"] == "character varying(12)"
+    assert "widened varchar(5) -> varchar(14)" in outcome.metadata["schema_changes"]
+    assert _column_types(world, "codes")["code"] == "character varying(14)"
     assert world.pg_query("SELECT code FROM tgt.codes") == [("abcdefghijkl",)]
 
 
