@@ -31,7 +31,7 @@ from sf2pg.checks import build_table_checks
 from sf2pg.chunks import watermark_text
 from sf2pg.config import AppConfig, TableSpec
 from sf2pg.errors import InputError
-from sf2pg.load import ledger
+from sf2pg.load import drift, ledger
 from sf2pg.partitions import partitions_name, replan, report_loaded, run_tags
 from sf2pg.planning import Plan
 from sf2pg.resources import PostgresResource, snowflake_resource
@@ -267,8 +267,6 @@ def _to_backfill(postgres: PostgresResource, spec: TableSpec, plan: Plan) -> set
     """Chunks loaded before a column the target gained since (their unchanged rows hold NULL there):
     those the ledger knows of, or every chunk when the source has a column no load has seen yet (the
     run's load adds it)."""
-    from sf2pg.load import drift
-
     with postgres.get_connection(spec.pg_database) as conn:
         known = set(ledger.chunks_to_backfill(conn, spec.pg_schema, spec.pg_table))
         seen, _ = ledger.source_columns(conn, spec.pg_schema, spec.pg_table)

@@ -387,7 +387,7 @@ def _follow_changes(
             statements.append(
                 sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {}").format(ident, sql.Identifier(target), sql.SQL(wider))
             )
-            existing[target] = _as_existing(TargetType(wider, pa.null()))
+            existing[target] = PgColumn(pg_type_name(wider))
             out.reported.append(drift.describe(change, target, True, f"widened {pg.ddl} -> {wider}"))
         elif change.kind == "narrowed":
             if _same_type(pg, wanted):
