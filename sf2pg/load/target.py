@@ -219,8 +219,11 @@ def prepare_target(
             remembered = source_columns
         else:
             previous = drift.from_json(seen) if seen is not None else None
+            # columns not recorded yet (loaded by sf2pg before 0.3): a column that can no longer hold what its
+            # loads held must have grown in Snowflake since
+            loaded_before = has_ledger and previous is None and bool(ledger.loaded_keys(conn, schema, table))
             target, remembered = _reconcile(
-                conn, schema, table, planned, existing, key_sources, where, previous, rules, lenient=keys_only
+                conn, schema, table, planned, existing, key_sources, where, previous, rules, keys_only, loaded_before
             )
         target.schema_version = version + any(c.applied for c in target.changes)
         if has_ledger:
@@ -261,12 +264,20 @@ def _reconcile(
     previous: list[SourceColumn] | None,
     rules: ColumnRules,
     lenient: bool = False,
+    loaded_before: bool = False,
 ) -> tuple[TargetTable, list[SourceColumn]]:
     """Map the source onto an existing table, after following the source's changes since ``previous``
-    (None: the first load that records them, which compares nothing). Returns the table and the source
-    columns to remember: ignored changes keep their old entry, so they are seen (and noted) again.
-    ``lenient`` leaves out a column that cannot load instead of failing (only the keys are needed)."""
-    changes = {c.name: c for c in drift.source_changes(previous, [p[0] for p in planned])} if previous else {}
+    (None: the first load that records them, which compares nothing, except that a column of a table
+    sf2pg ``loaded_before`` that cannot hold the source any more is taken as grown). Returns the table
+    and the source columns to remember: ignored changes keep their old entry, so they are seen (and
+    noted) again. ``lenient`` leaves out a column that cannot load instead of failing (only the keys
+    are needed)."""
+    if previous is not None:
+        changes = {c.name: c for c in drift.source_changes(previous, [p[0] for p in planned])}
+    else:
+        changes = (
+            {c.name: drift.SourceChange("widened", None, c) for c in _grown(planned, existing)} if loaded_before else {}
+        )
     followed = _follow_changes(conn, schema, table, planned, existing, changes, where, rules)
     columns, skipped, problems = [], [], []
     for col, _, mapped in planned:
@@ -310,6 +321,22 @@ def _reconcile(
     target.pg_types = {name: pg.ddl for name, pg in existing.items()}
     remembered = [followed.keep.get(col.name, col) for col, _, _ in planned] + followed.kept_dropped
     return target, remembered
+
+
+def _grown(planned: list, existing: dict[str, PgColumn]) -> list[SourceColumn]:
+    """Source columns whose existing target column cannot hold them but can be widened to."""
+    out = []
+    for col, _, wanted in planned:
+        target = pg_column_match(existing, col.name)
+        if target is None:
+            continue
+        pg = existing[target]
+        try:
+            load_type_for_existing(wanted, pg.data_type, pg.precision, pg.scale)
+        except IncompatibleTypeError:
+            if widened_type(pg, wanted, col) is not None:
+                out.append(col)
+    return out
 
 
 @dataclass

@@ -135,6 +135,25 @@ def test_a_number_whose_precision_grew_widens_its_target_column_and_the_wide_val
     assert again.success and "schema_changes" not in again.metadata  # a change is reported once
 
 
+def test_a_table_loaded_before_its_columns_were_recorded_still_widens_a_number_that_grew(world: World):
+    table = seed_orders(world, 200)
+    raw = orders_config(world)
+    instance = DagsterInstance.ephemeral()
+    assert run(world, raw, instance)[0].success
+    world.pg_query("UPDATE migration_status.table_state SET source_columns = NULL")  # as an older sf2pg left it
+    world.sf_exec(
+        f"ALTER TABLE {table} ALTER COLUMN AMOUNT SET DATA TYPE NUMBER(16,2)",
+        f"UPDATE {table} SET AMOUNT = 12345678901234.56 WHERE ID = 5",
+    )
+    outcome = run(world, raw, instance, reload=True)[0]
+    assert outcome.success, outcome.error
+    assert (
+        "widened column 'AMOUNT' (NUMBER(16,2)): widened numeric(12,2) -> numeric(16,2)"
+        in (outcome.metadata["schema_changes"])
+    )
+    assert target_rows(world, "tgt", "orders", TARGET) == source_rows(world, "ORDERS", COLUMNS)
+
+
 def test_a_text_length_that_grew_widens_a_varchar_target_unless_column_types_pins_it(world: World):
     table = f'"{world.sf_database}"."PUBLIC"."CODES"'
     world.sf_exec(f"CREATE TABLE {table} (ID NUMBER(9,0), CODE VARCHAR(5))", f"INSERT INTO {table} VALUES (1, 'abc')")
