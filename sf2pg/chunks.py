@@ -36,7 +36,7 @@ OUTSIDE_KEY = "outside"  # rows below or above every planned chunk (delete detec
 INCREMENTAL_PREFIX = "inc_"  # window partitions of sf2pg before 0.2 (windows now load into chunk partitions)
 _WINDOW_FORMAT = "%Y%m%dT%H%M%S%f"
 INFINITY = "infinity"  # how an open upper bound is written in keys, the ledger and PostgreSQL
-_DATE_PART = re.compile(r"^(\d{1,4})-(\d{2})-(\d{2})$")  # 1 to 4 year digits: keys of sf2pg before 0.3
+_DATE_PART = re.compile(r"^(\d{1,4})-(\d{2})-(\d{2})$")  # 1 to 4 year digits: keys written before years had four
 _TS_PART = re.compile(r"^(\d{1,4})-(\d{2})-(\d{2})T(\d{2})(\d{2})(\d{2})$")
 
 

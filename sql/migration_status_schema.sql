@@ -58,7 +58,7 @@ CREATE TABLE IF NOT EXISTS migration_status.chunk_state (
     check_passed     boolean,               -- the last chunk_fingerprint verdict since it was loaded (NULL: none yet)
     reload_pending   boolean     NOT NULL DEFAULT false,  -- `sf2pg migrate --reload` asked for it; not reloaded yet
     checked_at       timestamptz,
-    schema_version   integer,               -- the table's schema_version when the chunk last loaded (NULL: before 0.3)
+    schema_version   integer,               -- the table's schema_version when the chunk last loaded (NULL: loaded before it was kept)
     PRIMARY KEY (target_schema, target_table, chunk_key)
 );
 -- ledgers created by earlier versions

@@ -219,7 +219,7 @@ def prepare_target(
             remembered = source_columns
         else:
             previous = drift.from_json(seen) if seen is not None else None
-            # columns not recorded yet (loaded by sf2pg before 0.3): a column that can no longer hold what its
+            # columns not recorded yet (loaded before the ledger kept them): a column that can no longer hold what its
             # loads held must have grown in Snowflake since
             loaded_before = has_ledger and previous is None and bool(ledger.loaded_keys(conn, schema, table))
             target, remembered = _reconcile(
