@@ -47,6 +47,16 @@ def asset_key(spec: TableSpec) -> AssetKey:
     return AssetKey([re.sub(r"[^A-Za-z0-9_]", "_", part) for part in spec.asset_key_path])
 
 
+def column_schema(columns: list[tuple[str, str, str]]) -> TableSchema:
+    """``dagster/column_schema`` of a table asset: the target's columns as the load left them (added
+    and widened ones included), each with its PostgreSQL type and the Snowflake column it holds."""
+    return TableSchema(
+        columns=[
+            TableColumn(name, pg_type, description=f"Snowflake column {source!r}") for name, pg_type, source in columns
+        ]
+    )
+
+
 def pool_name(spec: TableSpec) -> str:
     """Dagster pool shared by a source's tables: bounds concurrent connections to that source."""
     return f"sf2pg_{spec.source_name}"
@@ -107,13 +117,6 @@ def _table_load(
         for k in context.instance.get_dynamic_partitions(partitions_name(spec))
         if not k.startswith(INCREMENTAL_PREFIX)
     ]
-    context.add_output_metadata(
-        {
-            "dagster/column_schema": TableSchema(
-                columns=[TableColumn(c.name, c.data_type, description=None) for c in columns]
-            )
-        }
-    )
     window = window_from_tags(dict(context.run.tags), spec, watermark) if watermark else None
     return TableLoad(
         spec=spec,

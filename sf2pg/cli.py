@@ -228,6 +228,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         )
     print_migration_summary(outcomes, time.monotonic() - t0)
     for o in outcomes:
+        print_schema_changes(o)
         if o.note:
             console.print(f"note: {o.spec.name}: {o.note}", highlight=False)
         if o.metadata and o.spec.truncate_onstart and not o.metadata.get("truncated"):
@@ -248,6 +249,17 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         for line in outcome.check_failures[:20]:
             err_console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
     return 1 if failed else 0
+
+
+def print_schema_changes(outcome: object) -> None:
+    """One line per change a load made to the target's columns (or ignored), as the run reported it."""
+    for line in str(outcome.metadata.get("schema_changes", "")).splitlines():  # type: ignore[attr-defined]
+        console.print(
+            f"schema: {outcome.spec.name}: {line.removeprefix('- ')}",  # type: ignore[attr-defined]
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def print_migration_summary(outcomes: list, seconds: float) -> None:
@@ -288,6 +300,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
             ("[green]loaded[/]" if o.window else o.note) if o.success else "[red]failed[/]",
         )
     console.print(table)
+    for o in outcomes:
+        print_schema_changes(o)
     for o in outcomes:
         if not o.success:
             err_console.print(f"✗ {o.spec.name}: {o.note}", highlight=False, markup=False, soft_wrap=True)

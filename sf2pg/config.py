@@ -20,7 +20,8 @@ import sqlglot
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 from sqlglot import exp
 
-from sf2pg.identifiers import pg_name_for
+from sf2pg.identifiers import PG_MAX_NAME_BYTES, pg_name_for
+from sf2pg.typemap import parse_declared
 
 DEFAULT_CONFIG_PATH = Path("config/config.json")
 ENV_VAR = "SF2PG_CONFIG"
@@ -71,6 +72,24 @@ class ConfigError(Exception):
 
 NonEmpty = Annotated[str, Field(min_length=1)]
 ChunkingTypeName = Literal["timestamp", "date", "id", "integer"]
+WideIntegers = Literal["numeric", "bigint", "bigint_when_fits"]
+UnsafeSchemaChanges = Literal["fail", "ignore"]
+
+
+def _wide_integers(default: str | None = None) -> Any:
+    return Field(
+        default=default,
+        description="NUMBER(p,0) columns wider than 18 digits (Snowflake's INT): numeric(p,0), bigint, "
+        "or bigint when the planner's MIN and MAX fit",
+    )
+
+
+def _unsafe_schema_changes(default: str | None = None) -> Any:
+    return Field(
+        default=default,
+        description="a source column narrowed, changed type family or dropped: fail the load, or ignore the change "
+        "with a note (the target keeps its column)",
+    )
 
 
 def _tuning(key: str, description: str, default: int | None = None) -> Any:
@@ -128,6 +147,12 @@ class TableConfig(_Strict):
     max_partitions_per_run: int | None = Field(
         default=None, ge=1, description="split a backfill into runs of at most this many chunks; null: one run"
     )
+    column_types: dict[NonEmpty, NonEmpty] = Field(
+        default_factory=dict,
+        description="Snowflake column name -> PostgreSQL type it is created as (bigint, varchar(200), json, ...)",
+    )
+    wide_integers: WideIntegers | None = _wide_integers()
+    unsafe_schema_changes: UnsafeSchemaChanges | None = _unsafe_schema_changes()
 
 
 class SourceConfig(_Strict):
@@ -144,6 +169,8 @@ class SourceConfig(_Strict):
     rows_per_chunk: int | None = _tuning("rows_per_chunk", "target rows per planned chunk")
     sensor_running: bool = False
     sensor_interval_seconds: int = Field(default=300, ge=30, description="least seconds between sensor evaluations")
+    wide_integers: WideIntegers | None = _wide_integers()
+    unsafe_schema_changes: UnsafeSchemaChanges | None = _unsafe_schema_changes()
     tables: list[TableConfig] = Field(default_factory=list)
 
 
@@ -153,6 +180,8 @@ class AppConfig(_Strict):
     parallel_threads: int = _tuning("parallel_threads", "threads per table", DEFAULT_PARALLEL_THREADS)
     batch_size: int = _tuning("batch_size", "rows per Arrow batch sent to COPY", DEFAULT_BATCH_SIZE)
     rows_per_chunk: int = _tuning("rows_per_chunk", "target rows per planned chunk", DEFAULT_ROWS_PER_CHUNK)
+    wide_integers: WideIntegers = _wide_integers("numeric")
+    unsafe_schema_changes: UnsafeSchemaChanges = _unsafe_schema_changes("fail")
     sources: list[SourceConfig] = Field(min_length=1, description="the sources to copy, at least one")
 
     _origin: str = PrivateAttr(default="<config>")
@@ -218,6 +247,9 @@ class TableSpec:
     delete_detection: Literal["keys"] | None = None
     delete_max_ratio: float = 0.1
     max_partitions_per_run: int | None = None
+    column_types: tuple[tuple[str, str], ...] = ()  # (Snowflake column as configured, PostgreSQL type)
+    wide_integers: Literal["numeric", "bigint", "bigint_when_fits"] = "numeric"
+    unsafe_schema_changes: Literal["fail", "ignore"] = "fail"
 
     @property
     def asset_key_path(self) -> list[str]:
@@ -229,7 +261,7 @@ class TableSpec:
 
 
 def _resolve(top: AppConfig, source: SourceConfig, table: TableConfig, path: str) -> TableSpec:
-    def inherit(key: str) -> int:
+    def inherit(key: str) -> Any:
         for level in (table, source):
             if getattr(level, key) is not None:
                 return getattr(level, key)
@@ -265,6 +297,9 @@ def _resolve(top: AppConfig, source: SourceConfig, table: TableConfig, path: str
         delete_detection=table.delete_detection,
         delete_max_ratio=table.delete_max_ratio,
         max_partitions_per_run=table.max_partitions_per_run,
+        column_types=tuple(table.column_types.items()),
+        wide_integers=inherit("wide_integers"),
+        unsafe_schema_changes=inherit("unsafe_schema_changes"),
     )
 
 
@@ -494,6 +529,9 @@ def _rule_problems(data: dict[str, Any]) -> list[ConfigProblem]:
                         "it becomes a Dagster asset key part and group name",
                     )
                 )
+        pg_schema = source.get("target_pg_schema")
+        if isinstance(pg_schema, str) and len(pg_schema.encode()) > PG_MAX_NAME_BYTES:
+            problems.append(_too_long(f"sources[{i}].target_pg_schema", pg_schema))
         source_enabled = source.get("enabled") is not False
         for j, raw in _objects(source.get("tables")):
             path = f"sources[{i}].tables[{j}]"
@@ -520,9 +558,30 @@ def _rule_problems(data: dict[str, Any]) -> list[ConfigProblem]:
     return problems
 
 
+def _too_long(path: str, name: str) -> ConfigProblem:
+    return ConfigProblem(
+        path,
+        f"{_echo(name)} is {len(name.encode())} bytes; PostgreSQL names hold at most {PG_MAX_NAME_BYTES}",
+        "a longer name would be cut by PostgreSQL and not found again; choose a shorter one",
+    )
+
+
 def _table_problems(table: TableConfig, path: str, invalid: set[str]) -> list[ConfigProblem]:
     """Rules across a table's keys; a rule that reads an ``invalid`` key is skipped, not guessed."""
     problems: list[ConfigProblem] = []
+    if table.target and len(table.target.encode()) > PG_MAX_NAME_BYTES:
+        problems.append(_too_long(f"{path}.target", table.target))
+    for column, declared in table.column_types.items():
+        try:
+            parse_declared(declared)
+        except ValueError as exc:
+            problems.append(
+                ConfigProblem(
+                    f"{path}.column_types.{column}",
+                    str(exc),
+                    "e.g. bigint, numeric(18,2), varchar(200), text, json (see docs/TYPES.md#choosing-a-columns-type)",
+                )
+            )
     columns, kinds = table.chunking_columns, table.chunking_column_types
     if len(kinds) != len(columns) and not invalid & {"chunking_columns", "chunking_column_types"}:
         problems.append(

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 from snowflake.connector.errors import ProgrammingError
 
-from sf2pg.chunks import Chunk, sf_literal
+from sf2pg.chunks import Chunk, sf_literal, sf_outside, sf_range
 from sf2pg.errors import InputError
 from sf2pg.identifiers import sf_qualified, sf_quote, sf_string
 from sf2pg.resources import end_quietly, end_together
@@ -40,14 +40,14 @@ def describe_table(conn: Any, database: str, schema: str, table: str) -> list[So
     cur = conn.cursor()
     try:
         cur.execute(
-            "SELECT column_name, data_type, numeric_precision, numeric_scale, is_nullable "
+            "SELECT column_name, data_type, numeric_precision, numeric_scale, is_nullable, character_maximum_length "
             f"FROM {sf_quote(database)}.information_schema.columns "
             f"WHERE table_schema = {sf_string(schema)} AND table_name = {sf_string(table)} "
             "ORDER BY ordinal_position"
         )
         return [
-            SourceColumn(name, data_type, precision, scale, nullable == "YES")
-            for name, data_type, precision, scale, nullable in cur.fetchall()
+            SourceColumn(name, data_type, precision, scale, nullable == "YES", length)
+            for name, data_type, precision, scale, nullable, length in cur.fetchall()
         ]
     finally:
         cur.close()
@@ -107,8 +107,8 @@ def chunk_predicate(column: SourceColumn | None, chunk: Chunk, watermark: Source
         return f"{col} IS NULL"
     sf_type = column.data_type.upper()
     if chunk.is_outside:
-        return f"{col} < {sf_literal(chunk.lower, sf_type)} OR {col} >= {sf_literal(chunk.upper, sf_type)}"
-    return f"{col} >= {sf_literal(chunk.lower, sf_type)} AND {col} < {sf_literal(chunk.upper, sf_type)}"
+        return sf_outside(col, chunk.lower, chunk.upper, sf_type)  # type: ignore[arg-type]
+    return sf_range(col, chunk.lower, chunk.upper, sf_type)  # type: ignore[arg-type]
 
 
 def chunk_query(

@@ -37,7 +37,7 @@ from sf2pg.chunks import (
 )
 from sf2pg.config import TableSpec
 from sf2pg.extract import find_column, where_clause, window_predicate
-from sf2pg.identifiers import pg_name_for, sf_qualified, sf_quote
+from sf2pg.identifiers import pg_column_match, sf_qualified, sf_quote
 from sf2pg.load import ledger
 from sf2pg.load.indexes import saved_key
 from sf2pg.typemap import SourceColumn
@@ -166,14 +166,9 @@ def window_shape(
 
 
 def target_column_name(existing: list[str], name: str) -> str | None:
-    """A configured column name as the target spells it: exactly, by the naming rule, or by case."""
-    if name in existing:
-        return name
-    mapped = pg_name_for(name)
-    if mapped in existing:
-        return mapped
-    folded = [c for c in existing if c.casefold() == name.casefold()]
-    return folded[0] if len(folded) == 1 else None
+    """A configured column name as the target spells it: exactly, else by the naming rule
+    (``pg_column_match``: the mapped name, PostgreSQL's cut of a long one, or a unique case match)."""
+    return name if name in existing else pg_column_match(existing, name)
 
 
 def _target_columns(pg_conn: psycopg.Connection, spec: TableSpec) -> list[str]:

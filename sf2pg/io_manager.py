@@ -12,6 +12,7 @@ from dagster import AssetMaterialization, ConfigurableIOManager, Failure, InputC
 from pydantic import Field
 
 from sf2pg import progress
+from sf2pg.assets import column_schema
 from sf2pg.chunks import Chunk, watermark_text
 from sf2pg.load.chunk import ChunkResult
 from sf2pg.load.table import ChunkLoadError, TableLoad, TableLoadSummary, load_table
@@ -117,6 +118,10 @@ def run_metadata(obj: TableLoad, summary: TableLoadSummary) -> dict:
         metadata["skipped_source_columns"] = ", ".join(summary.skipped_source_columns)
     if summary.unfilled_target_columns:
         metadata["unfilled_target_columns"] = ", ".join(summary.unfilled_target_columns)
+    if summary.schema_changes:
+        metadata["schema_changes"] = MetadataValue.md("\n".join(f"- {c}" for c in summary.schema_changes))
+    if summary.target_columns:
+        metadata["dagster/column_schema"] = column_schema(summary.target_columns)
     if summary.indexes_rebuilt:
         metadata["indexes_rebuilt"] = ", ".join(summary.indexes_rebuilt)
         metadata["index_rebuild_s"] = round(summary.index_seconds, 3)

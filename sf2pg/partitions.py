@@ -28,7 +28,7 @@ from sf2pg.incremental import WindowPlan, source_high
 from sf2pg.load import ledger
 from sf2pg.planning import Plan, plan_table
 from sf2pg.resources import PostgresResource
-from sf2pg.typemap import SourceColumn
+from sf2pg.typemap import SourceColumn, is_wide_integer
 
 
 class SourceTableMissingError(InputError):
@@ -130,6 +130,15 @@ def report_loaded(instance: DagsterInstance, spec: TableSpec, postgres: Postgres
         )
 
 
+def range_columns(spec: TableSpec, columns: list[SourceColumn]) -> list[SourceColumn]:
+    """Columns whose MIN and MAX the plan reads: wide integers of a ``bigint_when_fits`` table that no
+    ``column_types`` entry types already."""
+    if spec.wide_integers != "bigint_when_fits":
+        return []
+    named = {n.casefold() for n, _ in spec.column_types}
+    return [c for c in columns if is_wide_integer(c) and c.name.casefold() not in named]
+
+
 def replan(
     spec: TableSpec,
     sf_conn: Any,
@@ -157,6 +166,8 @@ def replan(
         spec.source_filter,
         spec.rows_per_chunk,
         existing,
+        range_columns=range_columns(spec, columns),
+        config_path=spec.config_path,
     )
     if postgres is not None:
         with postgres.get_connection(spec.pg_database) as conn:
@@ -166,6 +177,8 @@ def replan(
             with conn.transaction():
                 ledger.record_plan(conn, spec.pg_schema, spec.pg_table, plan.chunks)
                 ledger.record_planned_watermark(conn, spec.pg_schema, spec.pg_table, before)
+                if plan.ranges:
+                    ledger.record_column_ranges(conn, spec.pg_schema, spec.pg_table, plan.ranges)
     if instance is not None:
         register(instance, spec, plan.chunks)
     return plan

@@ -20,18 +20,28 @@ from sf2pg.chunks import (
     Bucket,
     Chunk,
     ChunkingType,
+    after,
     chunk_key,
+    chunking_type_problem,
+    id_bound,
     naive_utc,
     parse_chunk_key,
-    sf_literal,
+    sf_outside,
+    sf_range,
 )
 from sf2pg.config import TableSpec
+from sf2pg.errors import InputError
 from sf2pg.extract import find_column, where_clause
 from sf2pg.identifiers import sf_qualified, sf_quote
 from sf2pg.typemap import SourceColumn
 
 _ID_BUCKETS = 4096  # equal-width ID buckets in the first query; merged afterwards
 _REFINE_MINUTES_MAX_DENSE = 50  # refine up to this many dense days by minute, more by hour
+_DAY, _MINUTE, _HOUR = dt.timedelta(days=1), dt.timedelta(minutes=1), dt.timedelta(hours=1)
+
+
+class ChunkingTypeError(InputError):
+    """A chunking column whose declared type does not fit its Snowflake type."""
 
 
 @dataclass
@@ -42,6 +52,9 @@ class Plan:
     new_keys: list[str]
     source_queries: int = 0
     queries: list[str] = field(default_factory=list)
+    # MIN and MAX of the columns asked for, read by the same aggregated query (None, None: all NULL)
+    ranges: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    source_columns: list[SourceColumn] = field(default_factory=list)  # the table's columns when it was planned
 
 
 # ---- pure planning ---------------------------------------------------------------------------
@@ -131,38 +144,70 @@ def _with_estimate(chunk: Chunk, buckets: Sequence[Bucket]) -> Chunk:
 # ---- the distribution queries ----------------------------------------------------------------
 
 
-def distribution_sql(kind: ChunkingType, column: str, table: str, where: str) -> str:
-    """The one aggregated query: rows per bucket (a NULL bucket counts NULLs), with bucket bounds."""
+def distribution_sql(kind: ChunkingType, column: str, table: str, where: str, extra: Sequence[str] = ()) -> str:
+    """The one aggregated query: rows per bucket (a NULL bucket counts NULLs), with bucket bounds.
+
+    ``extra`` aggregates (other columns' MIN and MAX) ride along after the bucket's own columns."""
+    more = "".join(f", {e}" for e in extra)
     if kind == "timestamp":
         return (
-            f"SELECT DATE_TRUNC('DAY', {column}) AS bucket, COUNT(*) AS n FROM {table} WHERE {where} "
+            f"SELECT DATE_TRUNC('DAY', {column}) AS bucket, COUNT(*) AS n{more} FROM {table} WHERE {where} "
             "GROUP BY 1 ORDER BY 1"
         )
     if kind == "date":
-        return f"SELECT {column} AS bucket, COUNT(*) AS n FROM {table} WHERE {where} GROUP BY 1 ORDER BY 1"
+        return f"SELECT {column} AS bucket, COUNT(*) AS n{more} FROM {table} WHERE {where} GROUP BY 1 ORDER BY 1"
     return (
         f"WITH bounds AS (SELECT MIN({column}) AS lo, MAX({column}) AS hi FROM {table} WHERE {where}) "
         f"SELECT FLOOR(CAST({column} - bounds.lo AS DOUBLE) / CAST(bounds.hi - bounds.lo + 1 AS DOUBLE) "
-        f"* {_ID_BUCKETS}) AS bucket, COUNT(*) AS n, MIN({column}) AS bmin, MAX({column}) AS bmax "
+        f"* {_ID_BUCKETS}) AS bucket, COUNT(*) AS n, MIN({column}) AS bmin, MAX({column}) AS bmax{more} "
         f"FROM {table}, bounds WHERE {where} GROUP BY 1 ORDER BY 1"
     )
 
 
+def _bucket_columns(kind: ChunkingType | None) -> int:
+    """How many columns of a distribution row describe the bucket (the ``extra`` ones follow)."""
+    return {None: 1, "timestamp": 2, "date": 2, "id": 4}[kind]
+
+
 def buckets_from_rows(kind: ChunkingType, rows: Iterable[Sequence[Any]]) -> tuple[list[Bucket], int]:
-    """Buckets and the NULL count from the distribution query's rows."""
+    """Buckets and the NULL count from the distribution query's rows.
+
+    A bucket at 9999-12-31 ends at the open upper bound. ID buckets start at the floor of their
+    smallest value and end past the floor of their largest, so fractional and negative values fall
+    inside; buckets that then start together are one."""
     buckets, nulls = [], 0
     for row in rows:
         if row[0] is None:
             nulls += int(row[1])
         elif kind == "timestamp":
             start = naive_utc(row[0])
-            buckets.append(Bucket(start, start + dt.timedelta(days=1), int(row[1])))
+            buckets.append(Bucket(start, after(start, _DAY, kind), int(row[1])))
         elif kind == "date":
-            buckets.append(Bucket(row[0], row[0] + dt.timedelta(days=1), int(row[1])))
+            buckets.append(Bucket(row[0], after(row[0], _DAY, kind), int(row[1])))
         else:
-            buckets.append(Bucket(int(row[2]), int(row[3]) + 1, int(row[1])))
-    buckets.sort(key=lambda b: b.start)  # type: ignore[arg-type,return-value]
-    return buckets, nulls
+            buckets.append(Bucket(id_bound(row[2]), id_bound(row[3]) + 1, int(row[1])))
+    return _merged(buckets), nulls
+
+
+def _merged(buckets: Iterable[Bucket]) -> list[Bucket]:
+    """Buckets in order, those with one start made one (ID bounds rounded down can meet)."""
+    out: list[Bucket] = []
+    for b in sorted(buckets, key=lambda b: b.start):  # type: ignore[arg-type,return-value]
+        if out and out[-1].start == b.start:
+            out[-1] = Bucket(b.start, max(out[-1].end, b.end), out[-1].rows + b.rows)  # type: ignore[type-var]
+        else:
+            out.append(b)
+    return out
+
+
+def ranges_from_rows(rows: Sequence[Sequence[Any]], offset: int, columns: Sequence[SourceColumn]) -> dict:
+    """Each column's MIN and MAX over the whole table, from the per-bucket pairs the query returned."""
+    ranges = {}
+    for i, col in enumerate(columns):
+        lows = [r[offset + 2 * i] for r in rows if r[offset + 2 * i] is not None]
+        highs = [r[offset + 2 * i + 1] for r in rows if r[offset + 2 * i + 1] is not None]
+        ranges[col.name] = (min(lows) if lows else None, max(highs) if highs else None)
+    return ranges
 
 
 def refinement_sql(
@@ -171,9 +216,7 @@ def refinement_sql(
     """One query that splits every bucket denser than the target into finer buckets, or None."""
     if not dense or kind == "date":
         return None
-    ranges = " OR ".join(
-        f"({column} >= {sf_literal(b.start, sf_type)} AND {column} < {sf_literal(b.end, sf_type)})" for b in dense
-    )
+    ranges = " OR ".join(f"({sf_range(column, b.start, b.end, sf_type)})" for b in dense)
     if kind == "timestamp":
         unit = "MINUTE" if len(dense) <= _REFINE_MINUTES_MAX_DENSE else "HOUR"
         return (
@@ -197,18 +240,16 @@ def refined_buckets(kind: ChunkingType, rows: Iterable[Sequence[Any]]) -> list[B
     for row in rows:
         if kind == "timestamp":
             start = naive_utc(row[0])
-            width = dt.timedelta(minutes=1) if row[2] == "MINUTE" else dt.timedelta(hours=1)
-            out.append(Bucket(start, start + width, int(row[1])))
+            out.append(Bucket(start, after(start, _MINUTE if row[2] == "MINUTE" else _HOUR, kind), int(row[1])))
         else:
-            out.append(Bucket(int(row[2]), int(row[3]) + 1, int(row[1])))
-    return out
+            out.append(Bucket(id_bound(row[2]), id_bound(row[3]) + 1, int(row[1])))
+    return _merged(out)
 
 
 def replace_dense(buckets: Sequence[Bucket], dense: Sequence[Bucket], finer: Sequence[Bucket]) -> list[Bucket]:
     """Buckets with every dense one swapped for its finer buckets, in order."""
     dense_starts = {b.start for b in dense}
-    merged = [b for b in buckets if b.start not in dense_starts] + list(finer)
-    return sorted(merged, key=lambda b: b.start)  # type: ignore[arg-type,return-value]
+    return _merged([b for b in buckets if b.start not in dense_starts] + list(finer))
 
 
 # ---- planning a table against Snowflake ------------------------------------------------------
@@ -226,13 +267,18 @@ def plan_table(
     rows_per_chunk: int,
     existing_keys: Iterable[str] = (),
     only_where: str | None = None,
+    range_columns: Sequence[SourceColumn] = (),
+    config_path: str | None = None,
 ) -> Plan:
     """Plan one table with one aggregated query (two when dense buckets need splitting).
 
-    ``only_where`` narrows the query to some rows (the edges beyond the chunks already planned)."""
+    ``only_where`` narrows the query to some rows (the edges beyond the chunks already planned).
+    ``range_columns`` get their MIN and MAX read by the same query (``Plan.ranges``); ``config_path``
+    names the table in errors."""
     table_sql = sf_qualified(database, schema, table)
     where = where_clause(source_filter, only_where)
     queries: list[str] = []
+    extra = [f"MIN({sf_quote(c.name)}), MAX({sf_quote(c.name)})" for c in range_columns]
 
     def run(query: str) -> list:
         queries.append(query)
@@ -243,18 +289,24 @@ def plan_table(
             cur.close()
 
     if kind is None or chunking_column is None:
-        rows = run(f"SELECT COUNT(*) FROM {table_sql} WHERE {where}")
+        rows = run(f"SELECT COUNT(*){''.join(', ' + e for e in extra)} FROM {table_sql} WHERE {where}")
         chunks, new = plan_chunks(None, [], int(rows[0][0]), rows_per_chunk, existing_keys)
-        return Plan(chunks, new, len(queries), queries)
-    column = find_column(columns, chunking_column, "chunking", f"{database}.{schema}.{table}")
+        return Plan(chunks, new, len(queries), queries, ranges_from_rows(rows, 1, range_columns), columns)
+    place = config_path or f"{database}.{schema}.{table}"
+    column = find_column(columns, chunking_column, "chunking", place)
+    problem = chunking_type_problem(kind, column.data_type)
+    if problem:
+        raise ChunkingTypeError(f"{place}.chunking_column_types: chunking column {column.name!r} {problem}")
     col_sql = sf_quote(column.name)
-    buckets, nulls = buckets_from_rows(kind, run(distribution_sql(kind, col_sql, table_sql, where)))
+    rows = run(distribution_sql(kind, col_sql, table_sql, where, extra))
+    ranges = ranges_from_rows(rows, _bucket_columns(kind), range_columns)
+    buckets, nulls = buckets_from_rows(kind, rows)
     dense = [b for b in buckets if b.rows > rows_per_chunk and not (kind == "id" and b.end == b.start + 1)]  # type: ignore[operator]
     refine = refinement_sql(kind, col_sql, column.data_type.upper(), table_sql, where, dense)
     if refine:
         buckets = replace_dense(buckets, dense, refined_buckets(kind, run(refine)))
     chunks, new = plan_chunks(kind, buckets, nulls, rows_per_chunk, existing_keys)
-    return Plan(chunks, new, len(queries), queries)
+    return Plan(chunks, new, len(queries), queries, ranges, columns)
 
 
 def plan_edges(sf_conn: Any, spec: TableSpec, columns: list[SourceColumn], chunks: Sequence[Chunk]) -> list[Chunk]:
@@ -269,10 +321,11 @@ def plan_edges(sf_conn: Any, spec: TableSpec, columns: list[SourceColumn], chunk
     column = find_column(columns, spec.chunking_column, "chunking", spec.config_path)
     col, sf_type = sf_quote(column.name), column.data_type.upper()
     low, high = ranges[0].lower, max(c.upper for c in ranges)  # type: ignore[type-var]
-    outside = f"{col} < {sf_literal(low, sf_type)} OR {col} >= {sf_literal(high, sf_type)}"
+    outside = sf_outside(col, low, high, sf_type)
     plan = plan_table(
         sf_conn, spec.sf_database, spec.sf_schema, spec.sf_table, columns, spec.chunking_column,
         spec.chunking_type, spec.source_filter, spec.rows_per_chunk, [c.key for c in chunks], only_where=outside,
+        config_path=spec.config_path,
     )  # fmt: skip
     new = set(plan.new_keys)
     edges = [c for c in plan.chunks if c.key in new and c.is_range]

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import psycopg
 
+from sf2pg.chunks import chunking_type_problem
 from sf2pg.config import AppConfig, TableSpec
 from sf2pg.extract import UnknownColumnError, describe_table, find_column
 from sf2pg.incremental import target_column_name
-from sf2pg.load.target import TargetSchemaError, plan_columns, prepare_target
+from sf2pg.load.target import ColumnRules, TargetSchemaError, plan_columns, prepare_target
 from sf2pg.resources import PostgresResource, snowflake_resource
 from sf2pg.typemap import SourceColumn
 
@@ -46,8 +47,9 @@ def check_connections(config: AppConfig) -> list[str]:
                         find_column(columns, name, what, f"{spec.config_path}.{key}")
                     except UnknownColumnError as exc:
                         problems.append(str(exc))
+                problems += _chunking_type_problems(spec, columns)
                 try:
-                    plan_columns(columns, where)
+                    plan_columns(columns, where, ColumnRules.of(spec))
                     if len(problems) == known:  # the target check would only repeat a missing column
                         _check_target(postgres, spec, columns, where)
                 except TargetSchemaError as exc:
@@ -57,6 +59,18 @@ def check_connections(config: AppConfig) -> list[str]:
     except Exception as exc:  # the connector's errors carry no secrets; name the side
         problems.append(f"Snowflake is not reachable: {type(exc).__name__}: {exc}")
     return problems
+
+
+def _chunking_type_problems(spec: TableSpec, columns: list[SourceColumn]) -> list[str]:
+    """A chunking column must be of a Snowflake type its declared chunking type plans exactly."""
+    if not (spec.chunking_column and spec.chunking_type):
+        return []
+    try:
+        column = find_column(columns, spec.chunking_column, "chunking", spec.config_path)
+    except UnknownColumnError:
+        return []  # already reported
+    problem = chunking_type_problem(spec.chunking_type, column.data_type)
+    return [f"{spec.config_path}.chunking_column_types: chunking column {column.name!r} {problem}"] if problem else []
 
 
 def _check_target(postgres: PostgresResource, spec: TableSpec, columns: list[SourceColumn], where: str) -> None:
@@ -71,6 +85,7 @@ def _check_target(postgres: PostgresResource, spec: TableSpec, columns: list[Sou
             spec.chunking_column,
             where,
             spec.source_watermark,
+            rules=ColumnRules.of(spec),
         )
         if spec.target_watermark and target.watermark_column:
             named = target_column_name(target.column_names, spec.target_watermark)

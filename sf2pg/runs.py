@@ -31,7 +31,7 @@ from sf2pg.checks import build_table_checks
 from sf2pg.chunks import watermark_text
 from sf2pg.config import AppConfig, TableSpec
 from sf2pg.errors import InputError
-from sf2pg.load import ledger
+from sf2pg.load import drift, ledger
 from sf2pg.partitions import partitions_name, replan, report_loaded, run_tags
 from sf2pg.planning import Plan
 from sf2pg.resources import PostgresResource, snowflake_resource
@@ -222,9 +222,15 @@ def migrate(
             with postgres.get_connection(spec.pg_database) as conn:
                 ledger.request_reload(conn, spec.pg_schema, spec.pg_table)
         report_loaded(instance, spec, postgres)  # chunks loaded while this instance was not looking
-        todo = _to_load(postgres, spec) & set(order)
+        backfill = _to_backfill(postgres, spec, plans[spec.name]) & set(order)
+        todo = (_to_load(postgres, spec) | backfill) & set(order)
         if order and not todo:
             outcome.note = f"all {len(order)} chunk(s) already loaded (--reload loads them again)"
+        elif backfill:
+            outcome.note = (
+                f"{len(backfill)} chunk(s) loaded before a column was added to the target are loaded again, "
+                "to fill it for their rows that have not changed since"
+            )
         for first, last in _ranges(order, todo):
             result = run_table_job(
                 "migrate",
@@ -257,6 +263,19 @@ def migrate(
     return outcomes
 
 
+def _to_backfill(postgres: PostgresResource, spec: TableSpec, plan: Plan) -> set[str]:
+    """Chunks loaded before a column the target gained since (their unchanged rows hold NULL there):
+    those the ledger knows of, or every chunk when the source has a column no load has seen yet (the
+    run's load adds it)."""
+    with postgres.get_connection(spec.pg_database) as conn:
+        known = set(ledger.chunks_to_backfill(conn, spec.pg_schema, spec.pg_table))
+        seen, _ = ledger.source_columns(conn, spec.pg_schema, spec.pg_table)
+        previous = drift.from_json(seen) if seen is not None else None
+        if drift.columns_not_seen(previous, plan.source_columns):
+            known |= set(ledger.loaded_keys(conn, spec.pg_schema, spec.pg_table))
+    return known
+
+
 def _to_load(postgres: PostgresResource, spec: TableSpec) -> set[str]:
     _states(postgres, spec)  # a dropped target is planned again first
     with postgres.get_connection(spec.pg_database) as conn:
@@ -268,7 +287,7 @@ def _tidy_up_after_an_interrupted_load(spec: TableSpec, postgres: PostgresResour
     resume; rebuild its indexes (and key) now. A key it received twice empties and fails the chunks
     holding it (``keys.rebuild``), which the resumed migration then loads."""
     from sf2pg.load import indexes, keys
-    from sf2pg.load.target import prepare_target
+    from sf2pg.load.target import ColumnRules, prepare_target
     from sf2pg.partitions import source_columns
 
     with postgres.get_connection(spec.pg_database) as conn:
@@ -279,8 +298,9 @@ def _tidy_up_after_an_interrupted_load(spec: TableSpec, postgres: PostgresResour
     with postgres.get_connection(spec.pg_database) as conn:
         where = f"table {spec.name} ({spec.config_path})"
         target = prepare_target(
-            conn, spec.pg_schema, spec.pg_table, columns, spec.uniqueness_columns, spec.chunking_column, where
-        )
+            conn, spec.pg_schema, spec.pg_table, columns, spec.uniqueness_columns, spec.chunking_column, where,
+            rules=ColumnRules.of(spec), keys_only=True,
+        )  # fmt: skip
         if not indexes.lock_indexes(conn, spec.pg_schema, spec.pg_table):
             return  # a load of the table is running: it rebuilds them when it ends
         try:

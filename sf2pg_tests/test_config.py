@@ -235,6 +235,36 @@ def test_mismatched_chunking_types_name_the_table_path():
     ]
 
 
+def test_column_types_and_the_integer_policy_resolve_with_inheritance():
+    raw = with_table(column_types={"Visit Id": "BIGINT", "Notes": "varchar(200)"})
+    raw["wide_integers"] = "bigint"
+    raw["sources"][0]["unsafe_schema_changes"] = "ignore"
+    [spec] = parse_config(raw).tables()
+    assert spec.column_types == (("Visit Id", "BIGINT"), ("Notes", "varchar(200)"))
+    assert (spec.wide_integers, spec.unsafe_schema_changes) == ("bigint", "ignore")
+    raw["sources"][0]["tables"][0]["wide_integers"] = "bigint_when_fits"
+    assert parse_config(raw).tables()[0].wide_integers == "bigint_when_fits"
+    [default] = parse_config(SEED_SHAPED).tables()
+    assert (default.column_types, default.wide_integers, default.unsafe_schema_changes) == ((), "numeric", "fail")
+
+
+def test_a_column_type_sf2pg_cannot_load_into_names_its_column():
+    found = problems(with_table(column_types={"Notes": "varchr(20)", "Big": "numeric(5,9)"}, wide_integers="int"))
+    assert found[0].startswith('sources[0].tables[0].wide_integers: "int" is not allowed')
+    assert found[1].startswith(
+        "sources[0].tables[0].column_types.Notes: 'varchr(20)' is not a type sf2pg can load into (one of smallint, "
+    )
+    assert found[2].startswith("sources[0].tables[0].column_types.Big: numeric(p,s) needs 1 <= p <= 1000")
+
+
+def test_names_postgresql_would_cut_are_refused():
+    raw = with_table(target="t" * 64)
+    raw["sources"][0]["target_pg_schema"] = "ü" * 32  # 64 bytes
+    found = problems(raw)
+    assert [f.split(":")[0] for f in found] == ["sources[0].target_pg_schema", "sources[0].tables[0].target"]
+    assert "is 64 bytes; PostgreSQL names hold at most 63" in found[0]
+
+
 def test_same_target_table_twice_is_rejected():
     raw = copy.deepcopy(SEED_SHAPED)
     raw["sources"][0]["tables"].append({"source": "OTHER", "target": "factvisitcallperformance_cr"})

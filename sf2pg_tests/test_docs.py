@@ -392,6 +392,11 @@ def _incompatible_column(w: DocWorld) -> None:
     )
 
 
+def _narrowed_column(w: DocWorld) -> None:
+    w.must("migrate")
+    w.sf(f'ALTER TABLE "{w.sf_database}"."PUBLIC"."ORDERS" ALTER COLUMN AMOUNT SET DATA TYPE NUMBER(10,2)')
+
+
 def _fresh(w: DocWorld) -> None:
     """Only the reset: the QUICKSTART config and source, nothing loaded yet."""
 
@@ -422,6 +427,7 @@ SCENARIOS: dict[str, Callable[[DocWorld], None]] = {
     "nul-bytes": _nul_bytes,
     "second-source": _second_source,
     "incompatible-column": _incompatible_column,
+    "narrowed-column": _narrowed_column,
     "fresh": _fresh,
     "delete-guard": _delete_guard,
     "verify-mismatch": _verify_mismatch,

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from decimal import Decimal
 
 import pytest
 
-from sf2pg.chunks import ALL_KEY, NULL_KEY, Bucket, chunk_key, parse_chunk_key
+from sf2pg.chunks import (
+    ALL_KEY,
+    END_DATE,
+    END_TIMESTAMP,
+    NULL_KEY,
+    Bucket,
+    chunk_key,
+    chunking_type_problem,
+    is_endless,
+    parse_chunk_key,
+    sf_range,
+)
 from sf2pg.planning import buckets_from_rows, plan_chunks, replace_dense, tile
 
 D = dt.datetime
@@ -115,3 +127,52 @@ def test_replanning_unchanged_data_adds_nothing():
 def test_a_key_of_another_kind_is_rejected():
     with pytest.raises(ValueError, match="not a chunk key"):
         parse_chunk_key("id", "2024-01-01T000000_2024-01-02T000000")
+
+
+def test_keys_of_years_before_1000_and_of_the_open_end_round_trip():
+    first = chunk_key("date", dt.date(1, 1, 1), dt.date(2024, 1, 1))
+    assert first == "0001-01-01_2024-01-01"
+    assert parse_chunk_key("date", first).lower == dt.date(1, 1, 1)
+    last = chunk_key("timestamp", D(9999, 12, 31), END_TIMESTAMP)
+    assert last == "9999-12-31T000000_infinity"
+    assert is_endless(parse_chunk_key("timestamp", last).upper)
+    assert is_endless(parse_chunk_key("date", "9999-12-31_infinity").upper)
+
+
+def test_keys_written_with_short_years_before_still_parse():
+    assert parse_chunk_key("date", "1-01-01_2024-01-01").lower == dt.date(1, 1, 1)
+    assert parse_chunk_key("timestamp", "999-05-01T000000_2024-01-01T000000").lower == D(999, 5, 1)
+
+
+def test_the_open_end_is_above_every_value_and_leaves_snowflake_predicates_unbounded():
+    end, last_day = END_DATE, dt.date.max
+    assert last_day < end and end > last_day and not end < last_day and end == END_DATE  # both operand orders
+    assert D.max < END_TIMESTAMP
+    assert max([D(2024, 1, 1), END_TIMESTAMP, D.max]) is END_TIMESTAMP
+    assert str(END_DATE) == "infinity"
+    assert sf_range('"D"', dt.date(9999, 12, 31), END_DATE, "DATE") == "\"D\" >= CAST('9999-12-31' AS DATE)"
+
+
+def test_the_last_days_python_can_name_end_at_the_open_bound():
+    buckets, _ = buckets_from_rows("date", [(dt.date(9999, 12, 31), 3), (dt.date(1, 1, 1), 2)])
+    assert [(b.start, b.rows) for b in buckets] == [(dt.date(1, 1, 1), 2), (dt.date(9999, 12, 31), 3)]
+    assert is_endless(buckets[-1].end)
+    [chunk] = tile("date", buckets, 10)
+    assert chunk.key == "0001-01-01_infinity"
+
+
+def test_fractional_and_negative_ids_round_down_into_whole_buckets():
+    rows = [(0, 3, Decimal("-2.5"), Decimal("-0.5")), (1, 2, Decimal("-0.25"), Decimal("0.75")), (9, 1, 7.5, 7.5)]
+    buckets, _ = buckets_from_rows("id", rows)
+    assert [(b.start, b.end, b.rows) for b in buckets] == [(-3, 0, 3), (-1, 1, 2), (7, 8, 1)]
+    chunks = tile("id", buckets, 100)
+    assert [(c.lower, c.upper) for c in chunks] == [(-3, 8)]  # -2.5 is inside, as is 7.5
+
+
+@pytest.mark.parametrize(
+    ("kind", "sf_type", "fits"),
+    [("timestamp", "TIMESTAMP_LTZ", True), ("timestamp", "DATE", False), ("date", "DATE", True),
+     ("date", "TIMESTAMP_NTZ", False), ("id", "NUMBER", True), ("id", "TEXT", False), ("id", "FLOAT", False)],
+)  # fmt: skip
+def test_a_chunking_type_fits_only_the_snowflake_types_it_plans_exactly(kind, sf_type, fits):
+    assert (chunking_type_problem(kind, sf_type) is None) == fits

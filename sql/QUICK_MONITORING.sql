@@ -61,3 +61,19 @@ SELECT pid, state, now() - xact_start AS in_transaction_for, left(query, 120) AS
 FROM pg_stat_activity
 WHERE application_name LIKE 'sf2pg%'
 ORDER BY xact_start;
+
+-- 7. Schema changes of the Snowflake tables: what each load followed (added, widened) or ignored
+--    (narrowed, retyped, dropped, with unsafe_schema_changes: ignore), newest first.
+SELECT target_schema, target_table, source_column, change, applied, type_before, type_after, detail, changed_at
+FROM migration_status.schema_changes
+ORDER BY changed_at DESC
+LIMIT 50;
+
+-- 8. Chunks loaded before a column was added to their table: their rows that have not changed since
+--    hold NULL in it until the chunk is reloaded (the next `sf2pg migrate` does).
+SELECT c.target_schema, c.target_table, c.chunk_key, string_agg(DISTINCT s.target_column, ', ') AS columns_to_fill
+FROM migration_status.chunk_state c
+JOIN migration_status.schema_changes s USING (target_schema, target_table)
+WHERE c.status = 'completed' AND s.change = 'added' AND s.applied AND s.version > COALESCE(c.schema_version, 0)
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3;

@@ -23,6 +23,11 @@ CREATE TABLE IF NOT EXISTS migration_status.table_state (
     -- the source's MAX(watermark) read before the latest plan's distribution query: rows beyond the
     -- plan's range were all written after it, so a load never settles above it
     planned_watermark text,
+    -- the Snowflake table's columns as its last load saw them (name, type, precision, scale, length):
+    -- the next load compares the source with these to find schema changes
+    source_columns  jsonb,
+    schema_version  integer     NOT NULL DEFAULT 0,  -- how many loads changed the target's columns
+    column_ranges   jsonb,      -- MIN/MAX per column from the last full plan (wide_integers: bigint_when_fits)
     last_run_id     text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
@@ -56,6 +61,7 @@ CREATE TABLE IF NOT EXISTS migration_status.chunk_state (
     check_passed     boolean,               -- the last chunk_fingerprint verdict since it was loaded (NULL: none yet)
     reload_pending   boolean     NOT NULL DEFAULT false,  -- `sf2pg migrate --reload` asked for it; not reloaded yet
     checked_at       timestamptz,
+    schema_version   integer,               -- the table's schema_version when the chunk last loaded (NULL: loaded before it was kept)
     PRIMARY KEY (target_schema, target_table, chunk_key)
 );
 -- ledgers created by earlier versions
@@ -69,6 +75,30 @@ ALTER TABLE migration_status.chunk_state ADD COLUMN IF NOT EXISTS reload_pending
 ALTER TABLE migration_status.table_state ADD COLUMN IF NOT EXISTS watermark_at timestamptz;
 ALTER TABLE migration_status.table_state ADD COLUMN IF NOT EXISTS source_rows bigint;
 ALTER TABLE migration_status.table_state ADD COLUMN IF NOT EXISTS planned_watermark text;
+ALTER TABLE migration_status.table_state ADD COLUMN IF NOT EXISTS source_columns jsonb;
+ALTER TABLE migration_status.table_state ADD COLUMN IF NOT EXISTS schema_version integer NOT NULL DEFAULT 0;
+ALTER TABLE migration_status.table_state ADD COLUMN IF NOT EXISTS column_ranges jsonb;
+ALTER TABLE migration_status.chunk_state ADD COLUMN IF NOT EXISTS schema_version integer;
+
+-- One row per change of a source table's columns that a load applied to the target (added, widened)
+-- or ignored (narrowed, retyped, dropped, with unsafe_schema_changes: ignore). A chunk whose
+-- schema_version is below an added column's version was loaded before that column existed: its
+-- unchanged rows hold NULL there until the chunk is reloaded.
+CREATE TABLE IF NOT EXISTS migration_status.schema_changes (
+    target_schema   text        NOT NULL,
+    target_table    text        NOT NULL,
+    version         integer     NOT NULL,   -- the table's schema_version the change belongs to
+    source_column   text        NOT NULL,
+    target_column   text,
+    change          text        NOT NULL,   -- added | widened | narrowed | retyped | dropped
+    applied         boolean     NOT NULL,   -- false: ignored, the target was left as it was
+    type_before     text,                   -- Snowflake type, e.g. NUMBER(8,2)
+    type_after      text,
+    detail          text        NOT NULL,   -- what sf2pg did, e.g. "numeric(8,2) -> numeric(12,2)"
+    run_id          text,
+    changed_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS schema_changes_table ON migration_status.schema_changes (target_schema, target_table, version);
 
 -- One row per incremental window committed: which watermark range it read and what it did.
 CREATE TABLE IF NOT EXISTS migration_status.window_state (

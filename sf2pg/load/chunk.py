@@ -137,6 +137,7 @@ def load_chunk(
                 run_id=run_id,
                 fallback=result.fallback,
                 read_watermark=read_watermark,
+                schema_version=target.schema_version,
             ),
         )
     return result
@@ -267,9 +268,13 @@ def _merge(
     if insert_only or not others:
         action = sql.SQL("DO NOTHING")
     else:
+        # json has no equality operator: its values compare as their text
+        as_text = {c.target for c in target.columns if c.load_type.pg_type == "json"}
+        names = [c for c in target.column_names if c not in target.key_columns]
+        cast = [sql.SQL("::text" if c in as_text else "") for c in names]
         changed = sql.SQL("({}) IS DISTINCT FROM ({})").format(
-            sql.SQL(", ").join(sql.SQL("t.{}").format(c) for c in others),
-            sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(c) for c in others),
+            sql.SQL(", ").join(sql.SQL("t.{}{}").format(c, k) for c, k in zip(others, cast, strict=True)),
+            sql.SQL(", ").join(sql.SQL("EXCLUDED.{}{}").format(c, k) for c, k in zip(others, cast, strict=True)),
         )
         if target.watermark_column is not None:  # no stale write wins: never replace a newer row
             wm = sql.Identifier(target.watermark_column.target)

@@ -69,7 +69,24 @@ def _cast(arr: pa.Array, to: pa.DataType, column: str, nul_bytes: str, where: st
             return pc.cast(arr, to, safe=False)
         return pc.cast(arr, to)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        if to in _INTEGER_RANGES and (pa.types.is_integer(arr.type) or pa.types.is_decimal(arr.type)):
+            name, low, high = _INTEGER_RANGES[to]
+            lowest, highest = (v.as_py() for v in pc.min_max(arr).values())
+            value = lowest if lowest is not None and lowest < low else highest
+            raise BadDataError(
+                f"{where}: column {column!r} holds {value}, which does not fit in the target column's {name} "
+                f"({low} .. {high}); give the column a wider type (column_types, or widen it in PostgreSQL) "
+                "and reload the chunk"
+            ) from exc
         raise BadDataError(f"{where}: column {column!r}: cannot convert {arr.type} to {to}: {exc}") from exc
+
+
+# Integer targets a whole number may load into, and what each holds (docs/TYPES.md#whole-numbers).
+_INTEGER_RANGES = {
+    pa.int16(): ("smallint", -(2**15), 2**15 - 1),
+    pa.int32(): ("integer", -(2**31), 2**31 - 1),
+    pa.int64(): ("bigint", -(2**63), 2**63 - 1),
+}
 
 
 # A JSON string escape for U+0000 that is not itself an escaped backslash followed by "u0000".

@@ -2,6 +2,12 @@
 
 Unique indexes stay: merges need them, and they guard exactness. So does the primary key, except
 during a table's first load, when nothing can be merged yet (see ``keys.py``).
+
+An index of a partitioned table is a tree: the parent's index and one attached index per partition.
+Dropping the parent's drops them all, and ``pg_get_indexdef`` gives the parent ``ON ONLY``, which on
+its own would come back invalid with no partition indexed. So the whole tree is saved as one script
+that creates every index under its own name and attaches each to its parent, deepest first: the
+parent is valid again once its last partition is attached.
 """
 
 from __future__ import annotations
@@ -18,9 +24,9 @@ def drop_secondary_indexes(
     """Save then drop the table's non-unique indexes (and, with ``primary_key``, its primary key) in one
     transaction; returns their names."""
     with conn.transaction():
-        rows = conn.execute(
+        found = conn.execute(
             """
-            SELECT ic.relname, pg_get_indexdef(ic.oid)
+            SELECT ic.relname, pg_get_indexdef(ic.oid), ic.oid, ic.relkind = 'I'
             FROM pg_index x
             JOIN pg_class ic ON ic.oid = x.indexrelid
             JOIN pg_class tc ON tc.oid = x.indrelid
@@ -31,6 +37,10 @@ def drop_secondary_indexes(
             """,
             (schema, table),
         ).fetchall()
+        rows = [
+            (name, _index_tree(conn, oid) if partitioned else definition)
+            for name, definition, oid, partitioned in found
+        ]
         keys = conn.execute(_PRIMARY_KEY, (schema, table)).fetchall() if primary_key else []
         for name, definition in keys + rows:
             conn.execute(
@@ -45,6 +55,30 @@ def drop_secondary_indexes(
         for name, _ in rows:
             conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(schema, name)))
     return [name for name, _ in keys + rows]
+
+
+def _index_tree(conn: psycopg.Connection, index_oid: int) -> str:
+    """The statements that rebuild a partitioned index with every partition's index, attached."""
+    tree = conn.execute(
+        """
+        SELECT t.level, pg_get_indexdef(t.relid), format('%%I.%%I', n.nspname, c.relname),
+               CASE WHEN p.oid IS NOT NULL THEN format('%%I.%%I', pn.nspname, p.relname) END
+        FROM pg_partition_tree(%s::regclass) t
+        JOIN pg_class c ON c.oid = t.relid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN pg_class p ON p.oid = t.parentrelid
+        LEFT JOIN pg_namespace pn ON pn.oid = p.relnamespace
+        ORDER BY t.level, c.relname
+        """,
+        (index_oid,),
+    ).fetchall()
+    creates = [definition for _, definition, _, _ in tree]
+    attaches = [
+        f"ALTER INDEX {parent} ATTACH PARTITION {index}"
+        for level, _, index, parent in sorted(tree, key=lambda r: -r[0])
+        if level > 0
+    ]
+    return ";\n".join(creates + attaches)
 
 
 # the primary key's name and the statement that adds it back (its NOT NULLs stay when it is dropped)

@@ -8,12 +8,14 @@ Chunk and window rows are written inside the transaction that writes their data.
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from sf2pg.chunks import Chunk, parse_watermark
 from sf2pg.errors import InputError
@@ -24,15 +26,23 @@ _LEDGER_LOCK = 0x5F2F6001  # serialises first-use creation across concurrent loa
 
 def ensure_ledger(conn: psycopg.Connection) -> None:
     """Create (or bring up to date) the ledger schema on first use; a no-op once it is current."""
-    current = conn.execute(
-        "SELECT 1 FROM information_schema.columns WHERE table_schema = 'migration_status' "
-        "AND table_name = 'table_state' AND column_name = 'planned_watermark'"
-    ).fetchone()
-    if current and conn.execute("SELECT to_regclass('migration_status.window_state')").fetchone()[0]:
-        return  # (the probe looks for the newest column; every earlier addition comes before it)
+    if is_current(conn):
+        return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LEDGER_LOCK,))
         conn.execute(DDL_PATH.read_text())
+
+
+def is_current(conn: psycopg.Connection) -> bool:
+    """Whether this database's ledger exists and has every table and column of this version."""
+    found = conn.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'migration_status' AND "
+        "((table_name = 'chunk_state' AND column_name = 'schema_version') "
+        "OR (table_name = 'table_state' AND column_name = 'planned_watermark'))"
+    ).fetchone()[0]
+    return (
+        found == 2 and conn.execute("SELECT to_regclass('migration_status.schema_changes')").fetchone()[0] is not None
+    )
 
 
 def exists(conn: psycopg.Connection) -> bool:
@@ -381,6 +391,7 @@ class ChunkRecord:
     run_id: str | None
     fallback: str | None = None  # which fallback tiers the chunk needed, if any
     read_watermark: str | None = None  # the table's source maximum before the load read (None: no watermark)
+    schema_version: int | None = None  # the table's schema_version the load wrote the chunk's columns at
 
 
 def record_chunk(conn: psycopg.Connection, schema: str, table: str, rec: ChunkRecord) -> None:
@@ -390,8 +401,8 @@ def record_chunk(conn: psycopg.Connection, schema: str, table: str, rec: ChunkRe
         INSERT INTO migration_status.chunk_state AS c
             (target_schema, target_table, chunk_key, lower_bound, upper_bound, status, mode, rows_copied,
              rows_inserted, rows_updated, rows_deleted, bytes_copied, started_at, completed_at,
-             duration_seconds, source_query, run_id, error, fallback, read_watermark)
-        VALUES (%s, %s, %s, %s, %s, 'completed', %s, %s, %s, %s, %s, %s, %s, now(), %s, %s, %s, NULL, %s, %s)
+             duration_seconds, source_query, run_id, error, fallback, read_watermark, schema_version)
+        VALUES (%s, %s, %s, %s, %s, 'completed', %s, %s, %s, %s, %s, %s, %s, now(), %s, %s, %s, NULL, %s, %s, %s)
         ON CONFLICT (target_schema, target_table, chunk_key) DO UPDATE SET
             lower_bound = EXCLUDED.lower_bound, upper_bound = EXCLUDED.upper_bound, status = 'completed',
             mode = EXCLUDED.mode, rows_copied = EXCLUDED.rows_copied, rows_inserted = EXCLUDED.rows_inserted,
@@ -400,12 +411,13 @@ def record_chunk(conn: psycopg.Connection, schema: str, table: str, rec: ChunkRe
             completed_at = now(), duration_seconds = EXCLUDED.duration_seconds,
             source_query = EXCLUDED.source_query, run_id = EXCLUDED.run_id, error = NULL,
             fallback = EXCLUDED.fallback, read_watermark = EXCLUDED.read_watermark, check_passed = NULL,
-            reload_pending = false
+            reload_pending = false, schema_version = EXCLUDED.schema_version
         """,
         (
             schema, table, rec.key, rec.lower_bound, rec.upper_bound, rec.mode, rec.rows_copied,
             rec.rows_inserted, rec.rows_updated, rec.rows_deleted, rec.bytes_copied, rec.started_at,
             rec.duration_seconds, rec.source_query, rec.run_id, rec.fallback, rec.read_watermark,
+            rec.schema_version,
         ),
     )  # fmt: skip
 
@@ -474,3 +486,111 @@ def table_status(conn: psycopg.Connection) -> list[dict]:
         return cur.execute(
             "SELECT * FROM migration_status.migration_table_status ORDER BY target_schema, target_table"
         ).fetchall()
+
+
+# ---- the source's columns and the changes made to the target's --------------------------------
+
+
+def source_columns(conn: psycopg.Connection, schema: str, table: str) -> tuple[list[dict] | None, int]:
+    """(the source's columns as the table's last load saw them, the table's schema_version); (None, 0)
+    before any load recorded them."""
+    if not is_current(conn):
+        return None, 0
+    row = conn.execute(
+        "SELECT source_columns, schema_version FROM migration_status.table_state "
+        "WHERE target_schema = %s AND target_table = %s",
+        (schema, table),
+    ).fetchone()
+    return (row[0], row[1]) if row else (None, 0)
+
+
+def record_source_columns(conn: psycopg.Connection, schema: str, table: str, columns: list[dict], version: int) -> None:
+    """Keep the columns this load saw and the schema_version it left (in the transaction that changed them)."""
+    conn.execute(
+        "UPDATE migration_status.table_state SET source_columns = %s, schema_version = %s, updated_at = now() "
+        "WHERE target_schema = %s AND target_table = %s",
+        (Jsonb(columns), version, schema, table),
+    )
+
+
+def record_schema_changes(
+    conn: psycopg.Connection, schema: str, table: str, version: int, changes: Sequence, run_id: str | None
+) -> None:
+    """One row per change (``sf2pg.load.drift.SchemaChange``); an ignored change already noted is not
+    noted again (it is seen at every load until the source or the config changes)."""
+    for c in changes:
+        conn.execute(
+            """
+            INSERT INTO migration_status.schema_changes
+                (target_schema, target_table, version, source_column, target_column, change, applied, type_before,
+                 type_after, detail, run_id)
+            SELECT %(schema)s, %(table)s, %(version)s, %(column)s, %(target)s, %(kind)s, %(applied)s, %(before)s,
+                   %(after)s, %(detail)s, %(run_id)s
+            WHERE %(applied)s OR NOT EXISTS (
+                SELECT 1 FROM migration_status.schema_changes
+                WHERE target_schema = %(schema)s AND target_table = %(table)s AND source_column = %(column)s
+                  AND change = %(kind)s AND NOT applied AND type_after IS NOT DISTINCT FROM %(after)s
+            )
+            """,
+            {
+                "schema": schema, "table": table, "version": version, "column": c.column, "target": c.target,
+                "kind": c.kind, "applied": c.applied, "before": c.before, "after": c.after, "detail": c.detail,
+                "run_id": run_id,
+            },
+        )  # fmt: skip
+
+
+def schema_changes(conn: psycopg.Connection, schema: str, table: str) -> list[dict]:
+    """Every recorded change of the table's columns, oldest first (empty without a ledger)."""
+    if not is_current(conn):
+        return []
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT version, source_column, target_column, change, applied, type_before, type_after, detail, run_id, "
+            "changed_at FROM migration_status.schema_changes WHERE target_schema = %s AND target_table = %s "
+            "ORDER BY changed_at, version, source_column",
+            (schema, table),
+        ).fetchall()
+
+
+def chunks_to_backfill(conn: psycopg.Connection, schema: str, table: str) -> dict[str, list[str]]:
+    """Loaded chunks that predate a column added to the target, each with those target columns: their
+    rows that have not changed since hold NULL there, whatever Snowflake holds, until the chunk is
+    reloaded (``sf2pg migrate`` does). The checks compare those columns knowing this."""
+    if not is_current(conn):
+        return {}
+    rows = conn.execute(
+        """
+        SELECT c.chunk_key, array_agg(DISTINCT s.target_column ORDER BY s.target_column)
+        FROM migration_status.chunk_state c
+        JOIN migration_status.schema_changes s USING (target_schema, target_table)
+        WHERE c.target_schema = %s AND c.target_table = %s AND c.status = 'completed'
+          AND s.change = 'added' AND s.applied AND s.version > COALESCE(c.schema_version, 0)
+        GROUP BY c.chunk_key
+        """,
+        (schema, table),
+    ).fetchall()
+    return {key: list(columns) for key, columns in rows}
+
+
+def record_column_ranges(conn: psycopg.Connection, schema: str, table: str, ranges: dict) -> None:
+    """Keep the planner's MIN and MAX per column (as text: 38 digits do not fit a JSON number)."""
+    kept = {name: [None if v is None else str(v) for v in pair] for name, pair in ranges.items()}
+    conn.execute(
+        "UPDATE migration_status.table_state SET column_ranges = COALESCE(column_ranges, '{}'::jsonb) || %s, "
+        "updated_at = now() WHERE target_schema = %s AND target_table = %s",
+        (Jsonb(kept), schema, table),
+    )
+
+
+def column_ranges(conn: psycopg.Connection, schema: str, table: str) -> dict[str, tuple]:
+    """The MIN and MAX per column the last full plan read (empty when none did)."""
+    if not is_current(conn):
+        return {}
+    row = conn.execute(
+        "SELECT column_ranges FROM migration_status.table_state WHERE target_schema = %s AND target_table = %s",
+        (schema, table),
+    ).fetchone()
+    if not row or not row[0]:
+        return {}
+    return {name: tuple(None if v is None else int(decimal.Decimal(v)) for v in pair) for name, pair in row[0].items()}

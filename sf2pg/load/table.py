@@ -31,7 +31,7 @@ from sf2pg.incremental import Window
 from sf2pg.load import deletes, indexes, keys, ledger, locks
 from sf2pg.load.chunk import ChunkResult, load_chunk, load_window
 from sf2pg.load.conform import BadDataError, conform
-from sf2pg.load.target import TargetTable, prepare_target
+from sf2pg.load.target import ColumnRules, TargetTable, prepare_target
 from sf2pg.resources import PostgresResource, apply_bulk_session_settings
 from sf2pg.typemap import SourceColumn
 
@@ -88,6 +88,8 @@ class TableLoadSummary:
     window: ChunkResult | None = None  # the sync window's own numbers
     kept: list[str] = field(default_factory=list)  # chunks of the run left as they were (already loaded)
     rows_deleted_missing: int = 0  # rows delete detection removed
+    schema_changes: list[str] = field(default_factory=list)  # what the source's column changes did to the target
+    target_columns: list[tuple[str, str, str]] = field(default_factory=list)  # (column, PostgreSQL type, source)
 
     @property
     def rows(self) -> int:
@@ -170,7 +172,15 @@ def load_table(
             spec.chunking_column,
             _where(spec),
             spec.source_watermark,
+            rules=ColumnRules.of(spec),
+            run_id=job.run_id,
         )
+        summary.schema_changes = [str(c) for c in target.changes]
+        for change in target.changes:
+            (logger.info if change.applied else logger.warning)(f"{spec.name}: schema: {change}")
+        summary.target_columns = [
+            (c.target, target.pg_types.get(c.target, c.load_type.pg_type), c.source.name) for c in target.columns
+        ]
         summary.created_table = target.created
         summary.skipped_source_columns = target.skipped_source_columns
         summary.unfilled_target_columns = target.unfilled_target_columns

@@ -159,11 +159,11 @@ def test_an_existing_target_loads_shared_columns_and_reports_the_rest(world: Wor
 def test_an_incompatible_existing_column_fails_before_any_row_moves(world: World):
     table = f'"{world.sf_database}"."PUBLIC"."PEOPLE"'
     world.sf_exec(
-        f"CREATE TABLE {table} (ID NUMBER(18,0), NAME VARCHAR)",
+        f"CREATE TABLE {table} (ID NUMBER(12,2), NAME VARCHAR)",
         f"INSERT INTO {table} VALUES (1, 'a'), (2, 'b')",
     )
     world.pg_query("CREATE SCHEMA tgt")
-    world.pg_query("CREATE TABLE tgt.people (id integer, name integer)")
+    world.pg_query("CREATE TABLE tgt.people (id integer, name integer)")  # a fraction, a text: neither fits
     outcome = run(world, world.config([{"source": "PEOPLE"}]))[0]
     assert not outcome.success
     assert "'ID'" in outcome.error and "'NAME'" in outcome.error and "sources[0].tables[0]" in outcome.error
