@@ -247,7 +247,10 @@ def _json(name: str, c_sf: str, target: str, index: int, strip_nul: bool = False
         False,
         sf_row=((x, _sf_number(root)),),
         sf_nodes=_sf_sum(_sf_hash(_sf_node("k", "v", "x", strip_nul)), 19, 0),
-        pg_from=sql.SQL("LEFT JOIN LATERAL ({}) AS {} ON true").format(_pg_nodes(sql.Identifier("t", target)), lateral),
+        # ::jsonb: a column_types override may have made the target json
+        pg_from=sql.SQL("LEFT JOIN LATERAL ({}) AS {} ON true").format(
+            _pg_nodes(sql.SQL("{}::jsonb").format(sql.Identifier("t", target))), lateral
+        ),
     )
 
 

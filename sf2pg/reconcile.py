@@ -32,13 +32,13 @@ from sf2pg.chunks import Chunk, naive_utc, parse_watermark, sf_literal
 from sf2pg.config import TableSpec
 from sf2pg.errors import InputError
 from sf2pg.extract import chunk_predicate, find_column, where_clause
-from sf2pg.identifiers import pg_name_for, sf_qualified, sf_quote
-from sf2pg.load import locks
+from sf2pg.identifiers import pg_column_match, sf_qualified, sf_quote
+from sf2pg.load import ledger, locks
 from sf2pg.load.conform import conform
 from sf2pg.load.copy import copy_batches
 from sf2pg.load.target import ColumnPlan, TargetTable
 from sf2pg.measures import Measure, column_measures, row_count, sf_node_source
-from sf2pg.typemap import SourceColumn, load_type_for_existing, target_type
+from sf2pg.typemap import IncompatibleTypeError, SourceColumn, load_type_for_existing, target_type
 
 CHUNKS_PER_QUERY = 250
 _MOVING_KEYS = sql.Identifier("sf2pg_moving_keys")
@@ -78,6 +78,7 @@ class ChunkVerdict:
     watermark: str | None = None  # compared up to this watermark (the ledger's H), if set
     moving_keys: int = 0  # keys past H left out of the target side
     pending_deletes: int = 0  # target rows whose key Snowflake no longer holds (delete detection removes them)
+    awaiting_reload: list[str] = field(default_factory=list)  # columns added since the chunk loaded
 
     @property
     def passed(self) -> bool:
@@ -93,8 +94,16 @@ class ChunkVerdict:
         them then, so they are only counted), else each differing measure with its column."""
         if self.rows_differ:
             rows = f"rows: source {self.source_rows:,}, target {self.target_rows:,}"
-            return f"{rows}, and with them the measures of {len(self.columns)} column(s)" if self.columns else rows
-        return "; ".join(str(m) for m in self.mismatches)
+            text = f"{rows}, and with them the measures of {len(self.columns)} column(s)" if self.columns else rows
+        else:
+            text = "; ".join(str(m) for m in self.mismatches)
+        waiting = [c for c in self.awaiting_reload if c in self.columns] if not self.rows_differ else []
+        if waiting:
+            text += (
+                f" ({', '.join(waiting)} added to the table after this chunk loaded: its unchanged rows hold NULL "
+                "there until `sf2pg migrate` reloads it)"
+            )
+        return text
 
     @property
     def rows_differ(self) -> bool:
@@ -232,17 +241,17 @@ def _target_columns(pg_conn: psycopg.Connection, spec: TableSpec) -> dict[str, _
 
 def _plan(pg_conn: psycopg.Connection, spec: TableSpec, columns: list[SourceColumn]) -> _Plan:
     existing = _target_columns(pg_conn, spec)
-    folded = {n.casefold(): n for n in existing}
 
     def target_name(name: str) -> str | None:
-        return name if name in existing else folded.get(name.casefold())
+        return pg_column_match(existing, name)  # the one naming rule every load uses (long names too)
 
-    # columns the target lacks cannot be compared; load metadata reports them as skipped
-    shared = [(c, t) for c in columns if (t := target_name(pg_name_for(c.name)))]
+    # columns the target lacks, or holds in a type the source no longer loads into (a retype ignored by
+    # unsafe_schema_changes), cannot be compared; load metadata reports them as skipped
+    shared = [(c, t) for c in columns if (t := target_name(c.name)) and _loads_into(c, existing[t])]
     chunk_col = (
         find_column(columns, spec.chunking_column, "chunking", spec.config_path) if spec.chunking_column else None
     )
-    chunk_target = target_name(pg_name_for(chunk_col.name)) if chunk_col else None
+    chunk_target = target_name(chunk_col.name) if chunk_col else None
     measures = [row_count()]
     ident = {c.name: t for c, t in shared}
     keys = [find_column(columns, k, "uniqueness", spec.config_path) for k in spec.uniqueness_columns]
@@ -271,6 +280,14 @@ def _plan(pg_conn: psycopg.Connection, spec: TableSpec, columns: list[SourceColu
         watermark_col,
         target_name(spec.target_watermark) if spec.target_watermark else None,
     )
+
+
+def _loads_into(col: SourceColumn, target: _TargetColumn) -> bool:
+    try:
+        load_type_for_existing(target_type(col), target.data_type, target.precision, target.scale)
+    except (IncompatibleTypeError, ValueError):
+        return False
+    return True
 
 
 def _is_numeric(col: SourceColumn) -> bool:
@@ -378,12 +395,15 @@ def fingerprint_chunks(
 ) -> tuple[list[ChunkVerdict], int]:
     """Compare every chunk's fingerprint; returns verdicts and the number of source queries used."""
     plan = _plan(pg_conn, spec, columns)
+    backfill = ledger.chunks_to_backfill(pg_conn, spec.pg_schema, spec.pg_table)
     verdicts, queries = [], 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sf2pg-fingerprint") as pool:
         for start in range(0, len(chunks), CHUNKS_PER_QUERY):
             batch = chunks[start : start + CHUNKS_PER_QUERY]
             verdicts += _compare_batch(sf_conn, pg_conn, plan, batch, pool)
             queries += 1
+    for verdict in verdicts:
+        verdict.awaiting_reload = backfill.get(verdict.key, [])
     return verdicts, queries
 
 
