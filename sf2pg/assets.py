@@ -17,7 +17,6 @@ from dagster import (
     TableSchema,
     asset,
 )
-from dagster_snowflake import SnowflakeResource
 from pydantic import Field
 
 from sf2pg.chunks import INCREMENTAL_PREFIX, parse_chunk_key, watermark_text
@@ -26,6 +25,7 @@ from sf2pg.extract import SnowflakeChunkSource, find_column
 from sf2pg.incremental import source_high, window_from_tags
 from sf2pg.load.table import TableLoad
 from sf2pg.partitions import partitions_def, partitions_name, source_columns
+from sf2pg.resources import SnowflakeResource
 from sf2pg.retries import retried_on_failure
 
 IO_MANAGER_KEY = "sf2pg_io_manager"

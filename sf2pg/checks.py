@@ -24,7 +24,6 @@ from dagster import (
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
-from dagster_snowflake import SnowflakeResource
 
 from sf2pg.assets import asset_key, pool_name
 from sf2pg.chunks import parse_chunk_key
@@ -32,7 +31,7 @@ from sf2pg.config import TableSpec
 from sf2pg.load import ledger
 from sf2pg.partitions import partitions_def, source_columns
 from sf2pg.reconcile import ChunkVerdict, compare_counts, fingerprint_chunks
-from sf2pg.resources import PostgresResource
+from sf2pg.resources import PostgresResource, SnowflakeResource
 
 CHUNK_CHECK = "chunk_fingerprint"
 

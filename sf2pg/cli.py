@@ -46,9 +46,9 @@ def _load(args: argparse.Namespace) -> AppConfig:
 def _reach_targets(config: AppConfig) -> None:
     """Connect once to every target database (a few milliseconds each), so a PostgreSQL that cannot be
     reached fails the command at once, naming host and port, instead of after a run's retries."""
-    from sf2pg.resources import PostgresResource
+    from sf2pg.postgres import Postgres
 
-    postgres = PostgresResource()
+    postgres = Postgres()
     for database in dict.fromkeys(s.pg_database for s in config.tables()):
         with postgres.get_connection(database):
             pass
@@ -354,11 +354,11 @@ def _status(ok: bool) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from sf2pg.resources import PostgresResource
+    from sf2pg.postgres import Postgres
     from sf2pg.status import table_statuses
 
     config = _load(args)
-    rows = table_statuses(config, PostgresResource())
+    rows = table_statuses(config, Postgres())
     if args.json:
         print(json.dumps(rows, default=str, indent=2))
         return 0
@@ -392,11 +392,11 @@ def cmd_restore_indexes(args: argparse.Namespace) -> int:
 
     from sf2pg.load.indexes import lock_indexes, restore_indexes
     from sf2pg.load.ledger import ensure_ledger
-    from sf2pg.resources import PostgresResource
-    from sf2pg.runs import select_tables
+    from sf2pg.postgres import Postgres
+    from sf2pg.selection import select_tables
 
     config = _load(args)
-    postgres = PostgresResource()
+    postgres = Postgres()
     failed = 0
     for spec in select_tables(config, args.source, args.table):
         with postgres.get_connection(spec.pg_database) as conn:
@@ -547,7 +547,7 @@ def _self_explained(exc: Exception) -> int | None:
     """The exit code of an error whose message says everything (what, where, what to do), printed
     without a class name: 2 for a command line or an install to fix, 1 for a server to start or reach."""
     from sf2pg.demo import DemoExtraMissing, DemoNotRunning
-    from sf2pg.resources import PostgresUnreachable
+    from sf2pg.postgres import PostgresUnreachable
     from sf2pg.selection import SelectionError
 
     if isinstance(exc, SelectionError | DemoExtraMissing):

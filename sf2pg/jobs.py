@@ -1,12 +1,11 @@
 """The planning job: plan every enabled table and register its chunks as partitions."""
 
 from dagster import Config, JobDefinition, OpExecutionContext, job, op
-from dagster_snowflake import SnowflakeResource
 from pydantic import Field
 
 from sf2pg.config import TableSpec
 from sf2pg.partitions import replan
-from sf2pg.resources import PostgresResource
+from sf2pg.resources import PostgresResource, SnowflakeResource
 
 
 class PlanConfig(Config):

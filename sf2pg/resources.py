@@ -7,22 +7,19 @@ never echoed: connection errors are re-raised without connection parameters.
 from __future__ import annotations
 
 import functools
-import getpass
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-import snowflake.connector
 from dagster import ConfigurableResource, EnvVar, InitResourceContext
-from dagster_snowflake import SnowflakeResource
 from pydantic import Field, PrivateAttr
 
+from sf2pg.postgres import DEFAULT_CONNECT_TIMEOUT, Postgres, PostgresUnreachable, apply_bulk_session_settings
 from sf2pg.snowflake_session import (
     DEFAULT_RETRY_SECONDS,
     SNOWFLAKE_SESSION,
@@ -66,8 +63,12 @@ def _snowflake_extra_args(env: Mapping[str, str]) -> dict[str, Any]:
     return extra
 
 
-class RunSnowflakeResource(SnowflakeResource):
-    """dagster-snowflake's resource, keeping its sessions for the rest of the run.
+class SnowflakeResource(ConfigurableResource):
+    """Snowflake sessions through the connector, keeping them for the rest of a run.
+
+    Built on the connector directly rather than on dagster-snowflake's resource, whose module imports
+    Snowpark and ``snowflake.core`` (4-8 s in every process that touches Snowflake: each CLI command,
+    code server, run worker and sensor tick), for a class sf2pg uses only to connect.
 
     A run logs in for the asset body, for each loader thread and for each check, and a login costs
     0.3 to 1 s against Snowflake. A run's steps execute one after another in one process (build.py),
@@ -75,14 +76,34 @@ class RunSnowflakeResource(SnowflakeResource):
     work failed, or that sat idle for ``SESSION_IDLE_SECONDS``, is ended instead of reused. A failure
     also ends every other session of the run as it comes back (after an outage they are likely dead
     too), so a retry starts on fresh ones. Outside a run (the CLI's planning, ``verify``) every
-    ``get_connection()`` is a session of its own, as before.
+    ``get_connection()`` is a session of its own.
     """
 
+    account: str = Field(description="Snowflake account identifier (SNOWFLAKE_ACCOUNT).")
+    user: str = Field(description="User to log in as (SNOWFLAKE_USER).")
+    password: str | None = Field(default=None, description="Password (SNOWFLAKE_PASSWORD).")
+    private_key: str | None = Field(default=None, description="PEM private key text (SNOWFLAKE_PRIVATE_KEY).")
+    private_key_path: str | None = Field(default=None, description="Private key file (SNOWFLAKE_PRIVATE_KEY_PATH).")
+    private_key_password: str | None = Field(
+        default=None, description="Passphrase of the private key (SNOWFLAKE_PRIVATE_KEY_PASSPHRASE)."
+    )
+    authenticator: str | None = Field(default=None, description="Connector authenticator (PAT, OAuth).")
     token: str | None = Field(
         default=None, description="Programmatic access token or OAuth token (SNOWFLAKE_PAT, SNOWFLAKE_OAUTH_TOKEN)."
     )
+    warehouse: str | None = Field(default=None, description="Warehouse (SNOWFLAKE_WAREHOUSE).")
+    role: str | None = Field(default=None, description="Role (SNOWFLAKE_ROLE).")
+    timezone: str = Field(default="UTC", description="Session time zone (sf2pg compares bounds in UTC).")
+    autocommit: bool = Field(default=True, description="sf2pg only reads: no COMMIT round trip at logout.")
+    login_timeout: int | None = Field(default=None, description="Seconds a login may take (SNOWFLAKE_LOGIN_TIMEOUT).")
+    client_prefetch_threads: int | None = Field(
+        default=None, description="Result chunks downloaded ahead per stream (SNOWFLAKE_CLIENT_PREFETCH_THREADS)."
+    )
     network_retry_seconds: int = Field(
         default=DEFAULT_RETRY_SECONDS, description="Seconds a failing request is retried (SNOWFLAKE_NETWORK_TIMEOUT)."
+    )
+    additional_snowflake_connection_args: dict[str, Any] | None = Field(
+        default=None, description="More keyword arguments for snowflake.connector.connect (session parameters...)."
     )
 
     _idle: list[tuple[Any, float]] | None = PrivateAttr(default=None)
@@ -94,65 +115,55 @@ class RunSnowflakeResource(SnowflakeResource):
         self._idle = []
         self._run_id = context.run_id
 
-    @property
-    def _connection_args(self) -> Mapping[str, Any]:
-        """dagster-snowflake's connect arguments, without ``network_timeout`` (it cancels long queries
-        client-side; see sf2pg/snowflake_session.py), with the token and the retry budget."""
-        args = dict(super()._connection_args)
-        args.pop("network_timeout", None)
-        token = self._resolved_config_dict.get("token")
-        if token:
-            args["token"] = token
-        host, port = endpoint_of(args)
-        args["backoff_policy"] = retry_budget(self.network_retry_seconds, f"{host}:{port}")
-        return args
-
-    def _snowflake_private_key(self, config: Mapping[str, Any]) -> bytes:
-        """The key in DER; a key that does not load is named by its variable (and never shown)."""
-        source = "SNOWFLAKE_PRIVATE_KEY_PATH" if config.get("private_key_path") else "SNOWFLAKE_PRIVATE_KEY"
-        config = dict(config)
-        inline = config.get("private_key")
-        if isinstance(inline, str) and "-----BEGIN" in inline and "\n" not in inline:
-            config["private_key"] = inline.replace("\\n", "\n")  # a PEM whose newlines were escaped as \n
-        try:
-            return super()._snowflake_private_key(config)
-        except (ValueError, TypeError, OSError) as exc:
-            hint = (
-                "the file cannot be read" if isinstance(exc, OSError) else "it is not a PEM (or base64 PEM) private key"
-            )
-            raise SnowflakeSettingsError(
-                f"{source}: the private key cannot be loaded: {hint}, or SNOWFLAKE_PRIVATE_KEY_PASSPHRASE does "
-                "not open it (see docs/CONFIGURATION.md, 'Connections')"
-            ) from None
-
-    def _connect(self) -> Any:
-        """A new session: check the endpoint answers (fast, names host and port), then log in."""
-        args = dict(self._connection_args)
-        host, port = endpoint_of(args)
-        check_reachable(host, port, str(args.get("protocol") or "https"), min(5.0, float(self.login_timeout or 5)))
-        if self._run_id:  # queries outside a chunk (planning, checks) are found by the run's id
-            args["session_parameters"] = {**args["session_parameters"], "QUERY_TAG": query_tag(run_id=self._run_id)}
-        return snowflake.connector.connect(**args)
-
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         with self._lock:
             idle, self._idle = self._idle or [], None
         end_together([_logout(conn) for conn, _ in idle])
 
+    @property
+    def _connection_args(self) -> dict[str, Any]:
+        """The connector's arguments: never ``network_timeout`` (it cancels long queries client-side;
+        see sf2pg/snowflake_session.py), with the retry budget and the one way to authenticate."""
+        config = self._resolved_config_dict
+        args: dict[str, Any] = {
+            k: config[k]
+            for k in (
+                "account", "user", "password", "role", "warehouse", "autocommit", "client_prefetch_threads",
+                "login_timeout", "timezone", "authenticator", "token",
+            )
+            if config.get(k) is not None
+        }  # fmt: skip
+        if config.get("private_key") is not None or config.get("private_key_path") is not None:
+            args["private_key"] = _private_key_der(config)
+        args["application"] = "sf2pg"
+        args.update(config.get("additional_snowflake_connection_args") or {})
+        host, port = endpoint_of(args)
+        args["backoff_policy"] = retry_budget(self.network_retry_seconds, f"{host}:{port}")
+        return args
+
+    def _connect(self) -> Any:
+        """A new session: check the endpoint answers (fast, names host and port), then log in."""
+        import snowflake.connector
+
+        args = self._connection_args
+        host, port = endpoint_of(args)
+        check_reachable(host, port, str(args.get("protocol") or "https"), min(5.0, float(self.login_timeout or 5)))
+        if self._run_id:  # queries outside a chunk (planning, checks) are found by the run's id
+            args["session_parameters"] = {
+                **args.get("session_parameters", {}),
+                "QUERY_TAG": query_tag(run_id=self._run_id),
+            }
+        return snowflake.connector.connect(**args)
+
     @contextmanager
     def get_connection(self, raw_conn: bool = True) -> Iterator[Any]:
-        if self._idle is None or self.connector is not None or not self.autocommit:
-            if self.connector is None:  # dagster-snowflake's own path, through sf2pg's connect
-                conn = self._connect()
-                try:
-                    yield conn
-                    if not self.autocommit:
-                        conn.commit()
-                finally:
-                    end_quietly(conn.close)
-                return
-            with super().get_connection(raw_conn) as conn:
+        """A session (``raw_conn`` is accepted for dagster-snowflake's signature; it is always raw)."""
+        if self._idle is None:  # outside a run: a session of its own
+            conn = self._connect()
+            try:
                 yield conn
+            finally:
+                end_quietly(conn.close)
             return
         generation = self._generation
         conn = self._take() or self._connect()
@@ -164,34 +175,44 @@ class RunSnowflakeResource(SnowflakeResource):
             raise
         self._give_back(conn, generation)
 
-    def _take(self) -> Any | None:
-        stale = []
-        with self._lock:
-            while self._idle:
-                conn, since = self._idle.pop()
-                if time.monotonic() - since < SESSION_IDLE_SECONDS and not conn.is_closed():
-                    break
-                stale.append(conn)
-            else:
-                conn = None
-        end_together([_logout(c) for c in stale])
-        return conn
 
-    def _give_back(self, conn: Any, generation: int) -> None:
-        if conn.is_closed():  # its user found it broken (a failed chunk stream closes its session)
-            self._end_idle()
-            return
-        with self._lock:
-            if self._idle is not None and generation == self._generation:
-                self._idle.append((conn, time.monotonic()))
-                return
-        end_quietly(_logout(conn))  # the run has ended, or a failure since it was taken
+RunSnowflakeResource = SnowflakeResource  # the name earlier code and tests use
 
-    def _end_idle(self) -> None:
-        with self._lock:
-            self._generation += 1
-            idle, self._idle = self._idle or [], ([] if self._idle is not None else None)
-        end_together([_logout(conn) for conn, _ in idle])
+
+def _private_key_der(config: Mapping[str, Any]) -> bytes:
+    """The key in DER (what the connector takes); a key that does not load is named by its variable
+    (and never shown). PEM text may have its newlines escaped as ``\\n``, or be base64 of a PEM."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    source = "SNOWFLAKE_PRIVATE_KEY_PATH" if config.get("private_key_path") else "SNOWFLAKE_PRIVATE_KEY"
+    try:
+        if config.get("private_key_path"):
+            with open(config["private_key_path"], "rb") as key_file:
+                pem = key_file.read()
+        else:
+            text = config["private_key"]
+            if "-----BEGIN" in text and "\n" not in text:
+                text = text.replace("\\n", "\n")  # a PEM whose newlines were escaped
+            pem = text.encode()
+        passphrase = config.get("private_key_password")
+        password = passphrase.encode() if passphrase else None
+        try:
+            key = serialization.load_pem_private_key(pem, password=password)
+        except ValueError:
+            key = serialization.load_pem_private_key(base64.b64decode(pem), password=password)
+    except (ValueError, TypeError, OSError) as exc:
+        hint = "the file cannot be read" if isinstance(exc, OSError) else "it is not a PEM (or base64 PEM) private key"
+        raise SnowflakeSettingsError(
+            f"{source}: the private key cannot be loaded: {hint}, or SNOWFLAKE_PRIVATE_KEY_PASSPHRASE does "
+            "not open it (see docs/CONFIGURATION.md, 'Connections')"
+        ) from None
+    return key.private_bytes(
+        encoding=serialization.Encoding.DER,
+        format=serialization.PrivateFormat.PKCS8,
+        encryption_algorithm=serialization.NoEncryption(),
+    )
 
 
 def _logout(conn: Any) -> Callable[[], Any]:
@@ -272,12 +293,11 @@ def snowflake_resource(env: Mapping[str, str] | None = None, resolve: bool = Fal
         "warehouse": var("SNOWFLAKE_WAREHOUSE"),
         "role": var("SNOWFLAKE_ROLE"),
     }
-    return RunSnowflakeResource(
+    return SnowflakeResource(
         account=var("SNOWFLAKE_ACCOUNT") if resolve else EnvVar("SNOWFLAKE_ACCOUNT"),
         user=var("SNOWFLAKE_USER") if resolve else EnvVar("SNOWFLAKE_USER"),
         timezone="UTC",
-        # sf2pg only reads: with autocommit set, a session ends without dagster-snowflake's COMMIT round trip
-        autocommit=True,
+        autocommit=True,  # sf2pg only reads: a session ends without a COMMIT round trip
         network_retry_seconds=env_int(env, "SNOWFLAKE_NETWORK_TIMEOUT", DEFAULT_RETRY_SECONDS),
         login_timeout=env_int(env, "SNOWFLAKE_LOGIN_TIMEOUT", 30),
         client_prefetch_threads=env_int(env, "SNOWFLAKE_CLIENT_PREFETCH_THREADS", DEFAULT_PREFETCH_THREADS) or 1,
@@ -287,15 +307,9 @@ def snowflake_resource(env: Mapping[str, str] | None = None, resolve: bool = Fal
     )
 
 
-class PostgresUnreachable(psycopg.OperationalError):
-    """A PostgreSQL server that cannot be reached or refuses the login; the message names host and port."""
-
-
-DEFAULT_CONNECT_TIMEOUT = 10  # seconds; libpq's own default waits for the operating system (minutes)
-
-
 class PostgresResource(ConfigurableResource):
-    """The PostgreSQL target. Unset fields fall back to libpq's own variables (PGHOST, PGPORT, ...)."""
+    """The PostgreSQL target, as a Dagster resource (``sf2pg.postgres.Postgres`` is the same without Dagster).
+    Unset fields fall back to libpq's own variables (PGHOST, PGPORT, ...)."""
 
     host: str | None = Field(default=None, description="Server host; default PGHOST.")
     port: int | None = Field(default=None, description="Server port; default PGPORT.")
@@ -308,54 +322,17 @@ class PostgresResource(ConfigurableResource):
     )
     application_name: str = Field(default="sf2pg", description="Shown in pg_stat_activity.")
 
+    @property
+    def settings(self) -> Postgres:
+        return Postgres(
+            self.host, self.port, self.user, self.password, self.sslmode, self.connect_timeout, self.application_name
+        )
+
     @contextmanager
     def get_connection(self, dbname: str, autocommit: bool = True) -> Iterator[psycopg.Connection]:
         """A connection to ``dbname``; closed (and any open transaction rolled back) on exit."""
-        params = {
-            k: v
-            for k, v in {
-                "host": self.host,
-                "port": self.port,
-                "user": self.user,
-                "password": self.password,
-                "sslmode": self.sslmode,
-            }.items()
-            if v is not None
-        }
-        timeout = self.connect_timeout or os.environ.get("PGCONNECT_TIMEOUT") or DEFAULT_CONNECT_TIMEOUT
-        try:
-            conn = psycopg.connect(
-                dbname=dbname,
-                application_name=self.application_name,
-                autocommit=autocommit,
-                connect_timeout=int(timeout),
-                **params,
-            )
-        except psycopg.OperationalError as exc:
-            raise PostgresUnreachable(self._unreachable(dbname, exc)) from None
-        try:
+        with self.settings.get_connection(dbname, autocommit) as conn:
             yield conn
-        finally:
-            conn.close()
-
-    def _unreachable(self, dbname: str, exc: psycopg.OperationalError) -> str:
-        """Where sf2pg tried (host, port, database, user) and libpq's reason, on one line; never the password."""
-        host = self.host or os.environ.get("PGHOST") or "localhost"
-        port = self.port or os.environ.get("PGPORT") or 5432
-        user = self.user or os.environ.get("PGUSER") or getpass.getuser()  # libpq's default: the OS user
-        reason = " ".join(str(exc).split())
-        return (
-            f"cannot connect to PostgreSQL at {host}:{port} (database {dbname!r}, user {user!r}): {reason} "
-            "(check PGHOST, PGPORT, PGUSER, PGPASSWORD or ~/.pgpass, PGSSLMODE)"
-        )
 
 
-def apply_bulk_session_settings(conn: psycopg.Connection) -> None:
-    """Session settings for a loading connection (see docs/OPTIMIZATION.md for each one's effect)."""
-    # A crash may lose the last few commits, but each lost commit takes its ledger row with it,
-    # so the ledger never claims a chunk that is not there; re-running the chunk restores it.
-    conn.execute("SET synchronous_commit = off")
-    conn.execute("SET temp_buffers = '256MB'")  # staging tables for merges stay in memory
-    conn.execute("SET work_mem = '256MB'")  # the merge's anti-join and hash aggregates
-    conn.execute("SET maintenance_work_mem = '1GB'")  # index rebuilds after a bulk load
-    conn.execute("SET jit = off")  # JIT compile time outweighs its gain on short merge statements
+__all__ = ["PostgresUnreachable", "apply_bulk_session_settings"]  # kept importable from here

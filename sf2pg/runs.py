@@ -78,20 +78,6 @@ def dagster_instance() -> DagsterInstance:
     return DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
 
 
-def select_tables(config: AppConfig, source: str | None, tables: list[str] | None) -> list[TableSpec]:
-    """Enabled tables of one source (or all), optionally narrowed to target or source table names."""
-    if source:
-        config.source(source)  # a clear error for an unknown source
-    specs = [s for s in config.tables() if source in (None, s.source_name)]
-    if tables:
-        wanted = set(tables)
-        unknown = wanted - {s.pg_table for s in specs} - {s.sf_table for s in specs} - {s.name for s in specs}
-        if unknown:
-            raise config.unknown_table(sorted(unknown), source, [n for s in specs for n in (s.pg_table, s.sf_table)])
-        specs = [s for s in specs if {s.pg_table, s.sf_table, s.name} & wanted]
-    return specs
-
-
 def plan_tables(
     specs: list[TableSpec],
     instance: DagsterInstance | None,

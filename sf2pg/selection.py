@@ -2,7 +2,7 @@
 
 A name that matches nothing is the command line's mistake, not the config's: it is said so, with a
 did-you-mean, and a name that matches a disabled table or source says that it is disabled and where.
-Names follow ``runs.select_tables``: target name, Snowflake name, or ``source.target``.
+Names are a table's target name, its Snowflake name, or ``source.target`` (``select_tables``).
 """
 
 from __future__ import annotations
@@ -64,3 +64,17 @@ def _check_source(config: AppConfig, source: str, origin: str) -> None:
     close = difflib.get_close_matches(source, names, n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"sources: {', '.join(names)}"
     raise SelectionError(f"no source named {source!r} in {origin} ({hint})")
+
+
+def select_tables(config: AppConfig, source: str | None, tables: list[str] | None) -> list[TableSpec]:
+    """Enabled tables of one source (or all), optionally narrowed to target or source table names."""
+    if source:
+        config.source(source)  # a clear error for an unknown source
+    specs = [s for s in config.tables() if source in (None, s.source_name)]
+    if tables:
+        wanted = set(tables)
+        unknown = wanted - {s.pg_table for s in specs} - {s.sf_table for s in specs} - {s.name for s in specs}
+        if unknown:
+            raise config.unknown_table(sorted(unknown), source, [n for s in specs for n in (s.pg_table, s.sf_table)])
+        specs = [s for s in specs if {s.pg_table, s.sf_table, s.name} & wanted]
+    return specs

@@ -23,7 +23,6 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from dagster_snowflake import SnowflakeResource
 
 from sf2pg.assets import asset_key
 from sf2pg.chunks import as_watermark, watermark_text
@@ -32,7 +31,7 @@ from sf2pg.extract import describe_tables, find_column, where_clause
 from sf2pg.identifiers import sf_qualified, sf_quote
 from sf2pg.incremental import plan_window
 from sf2pg.partitions import known_chunks, source_columns, window_run
-from sf2pg.resources import PostgresResource
+from sf2pg.resources import PostgresResource, SnowflakeResource
 
 _IN_FLIGHT = [
     DagsterRunStatus.QUEUED,

@@ -16,12 +16,12 @@ from psycopg import sql
 
 from sf2pg.config import AppConfig
 from sf2pg.load.ledger import table_status
-from sf2pg.resources import PostgresResource
+from sf2pg.postgres import Postgres
 
 COUNT_TIMEOUT_MS = 5000
 
 
-def table_statuses(config: AppConfig, postgres: PostgresResource) -> list[dict[str, Any]]:
+def table_statuses(config: AppConfig, postgres: Postgres) -> list[dict[str, Any]]:
     """One row per table the ledger knows in the config's target databases, then enabled tables it does not."""
     specs = config.tables()
     rows: list[dict[str, Any]] = []
