@@ -184,7 +184,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from sf2pg.runs import dagster_instance, plan_tables, select_tables
+    from sf2pg.runs import dagster_instance, plan_tables
+    from sf2pg.selection import select_tables
 
     config = _load(args)
     specs = select_tables(config, args.source, args.table)
@@ -209,7 +210,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from sf2pg.runs import dagster_instance, migrate, select_tables
+    from sf2pg.runs import dagster_instance, migrate
+    from sf2pg.selection import select_tables
 
     _quiet_dagster()
     config = _load(args)
@@ -280,7 +282,8 @@ def print_migration_summary(outcomes: list, seconds: float) -> None:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from sf2pg.runs import dagster_instance, select_tables, sync
+    from sf2pg.runs import dagster_instance, sync
+    from sf2pg.selection import select_tables
 
     _quiet_dagster()
     config = _load(args)
@@ -311,7 +314,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from sf2pg.runs import dagster_instance, select_tables, verify
+    from sf2pg.runs import dagster_instance, verify
+    from sf2pg.selection import select_tables
 
     config = _load(args)
     verdicts = verify(select_tables(config, args.source, args.table), dagster_instance())

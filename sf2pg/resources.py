@@ -10,6 +10,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -174,6 +175,35 @@ class SnowflakeResource(ConfigurableResource):
             end_quietly(_logout(conn))
             raise
         self._give_back(conn, generation)
+
+    def _take(self) -> Any | None:
+        stale = []
+        with self._lock:
+            while self._idle:
+                conn, since = self._idle.pop()
+                if time.monotonic() - since < SESSION_IDLE_SECONDS and not conn.is_closed():
+                    break
+                stale.append(conn)
+            else:
+                conn = None
+        end_together([_logout(c) for c in stale])
+        return conn
+
+    def _give_back(self, conn: Any, generation: int) -> None:
+        if conn.is_closed():  # its user found it broken (a failed chunk stream closes its session)
+            self._end_idle()
+            return
+        with self._lock:
+            if self._idle is not None and generation == self._generation:
+                self._idle.append((conn, time.monotonic()))
+                return
+        end_quietly(_logout(conn))  # the run has ended, or a failure since it was taken
+
+    def _end_idle(self) -> None:
+        with self._lock:
+            self._generation += 1
+            idle, self._idle = self._idle or [], ([] if self._idle is not None else None)
+        end_together([_logout(conn) for conn, _ in idle])
 
 
 RunSnowflakeResource = SnowflakeResource  # the name earlier code and tests use
