@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckExecutionContext,
+    AssetCheckKey,
     AssetCheckResult,
     AssetChecksDefinition,
     AssetCheckSeverity,
@@ -30,10 +31,11 @@ from sf2pg.chunks import parse_chunk_key
 from sf2pg.config import TableSpec
 from sf2pg.load import ledger
 from sf2pg.partitions import partitions_def, source_columns
-from sf2pg.reconcile import ChunkVerdict, compare_counts, fingerprint_chunks
+from sf2pg.reconcile import ChunkVerdict, Depth, compare_counts, fingerprint_chunks
 from sf2pg.resources import PostgresResource, SnowflakeResource
 
-CHUNK_CHECK = "chunk_fingerprint"
+CHUNK_CHECK = "chunk_fingerprint"  # every cell
+ROWS_CHECK = "chunk_rows"  # row counts and bounds
 
 
 def chunk_evaluation(
@@ -41,6 +43,7 @@ def chunk_evaluation(
     verdict: ChunkVerdict,
     blocking: bool,
     target: AssetCheckEvaluationTargetMaterializationData | None = None,
+    check_name: str = CHUNK_CHECK,
 ) -> AssetCheckEvaluation:
     """The check's result for one partition: Dagster shows it on that partition, pass or fail.
 
@@ -60,7 +63,7 @@ def chunk_evaluation(
         settled += f"; {verdict.pending_deletes} row(s) deleted in Snowflake wait for delete detection"
     return AssetCheckEvaluation(
         asset_key=key,
-        check_name=CHUNK_CHECK,
+        check_name=check_name,
         passed=verdict.passed,
         partition=verdict.key,
         metadata=metadata,
@@ -124,33 +127,58 @@ def build_table_checks(spec: TableSpec, blocking: bool = True) -> list[AssetChec
             description=None if counts.passed and counts.watermark is None else counts.summary(),
         )
 
+    return [
+        row_count,
+        _chunk_check(spec, ROWS_CHECK, "rows", blocking),
+        _chunk_check(spec, CHUNK_CHECK, "cells", blocking),
+    ]
+
+
+def _chunk_check(spec: TableSpec, name: str, depth: Depth, blocking: bool) -> AssetChecksDefinition:
+    """A partitioned check: one evaluation per partition of the run's range, each on its own partition."""
+    key = asset_key(spec)
+
     @multi_asset_check(
         specs=[
             AssetCheckSpec(
-                CHUNK_CHECK,
+                name,
                 asset=key,
-                description="Per chunk: row count, chunk-column and key min/max, and per column its non-NULL "
-                "count and sums that see any changed value, on both sides (settled rows on a moving source).",
+                description=_DESCRIPTIONS[depth],
                 partitions_def=partitions_def(spec),
                 blocking=blocking,
             )
         ],
         can_subset=True,  # one evaluation per partition of the run's range, instead of one for the whole range
-        name=f"{key.to_python_identifier()}_{CHUNK_CHECK}",
+        name=f"{key.to_python_identifier()}_{name}",
         pool=pool_name(spec),
     )
-    def chunk_fingerprint(
+    def chunk_check(
         context: AssetCheckExecutionContext, snowflake: SnowflakeResource, postgres: PostgresResource
     ) -> Iterator[AssetCheckEvaluation]:
-        # incremental windows overlap chunks; the row_count check covers them
         chunks = [parse_chunk_key(spec.chunking_type, k) for k in context.partition_keys]
         chunks = [c for c in chunks if not c.is_incremental]
         with snowflake.get_connection() as sf, postgres.get_connection(spec.pg_database) as pg:
-            verdicts, _ = fingerprint_chunks(sf, pg, spec, source_columns(sf, spec), chunks)
+            verdicts, _ = fingerprint_chunks(sf, pg, spec, source_columns(sf, spec), chunks, depth)
             # a chunk found different is reloaded by the next `sf2pg migrate`, once the cause is fixed
             ledger.record_checks(pg, spec.pg_schema, spec.pg_table, {v.key: v.passed for v in verdicts})
         targets = latest_materializations(context.instance, key, [v.key for v in verdicts])
         for verdict in verdicts:
-            yield chunk_evaluation(key, verdict, blocking, targets.get(verdict.key))
+            yield chunk_evaluation(key, verdict, blocking, targets.get(verdict.key), name)
 
-    return [row_count, chunk_fingerprint]
+    return chunk_check
+
+
+_DESCRIPTIONS: dict[str, str] = {
+    "rows": "Per chunk: row count, chunking-column and key min/max on both sides (settled rows on a moving "
+    "source). Cheap: runs after every load unless the table's checks_after_load is 'cells'.",
+    "cells": "Per chunk: row count, chunk-column and key min/max, and per column its non-NULL count and sums "
+    "that see any changed value, on both sides (settled rows on a moving source). Reads every cell of the "
+    "chunk again on both sides: sf2pg verify runs it, and loads do when checks_after_load is 'cells'.",
+}
+
+
+def after_load(spec: TableSpec) -> list[AssetCheckKey]:
+    """The checks a load of the table runs (the others run on demand: sf2pg verify, the UI)."""
+    key = asset_key(spec)
+    chunk = CHUNK_CHECK if spec.checks_after_load == "cells" else ROWS_CHECK
+    return [AssetCheckKey(key, "row_count"), AssetCheckKey(key, chunk)]

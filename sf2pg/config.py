@@ -132,6 +132,11 @@ class TableConfig(_Strict):
     blocking_checks: bool = Field(
         default=True, description="a failed chunk check stops downstream assets in the same run"
     )
+    checks_after_load: Literal["rows", "cells"] = Field(
+        default="rows",
+        description="the chunk check each load runs: 'rows' (row counts and bounds per chunk) or 'cells' "
+        "(every cell, which reads each chunk again on both sides); sf2pg verify always compares every cell",
+    )
     delete_detection: Literal["keys"] | None = Field(
         default=None, description="compare key sets per chunk and delete target rows gone from the source"
     )
@@ -244,6 +249,7 @@ class TableSpec:
     config_path: str
     watermark_lookback: int | None = None  # None: the default for the watermark's type (sf2pg.incremental)
     blocking_checks: bool = True
+    checks_after_load: Literal["rows", "cells"] = "rows"
     delete_detection: Literal["keys"] | None = None
     delete_max_ratio: float = 0.1
     max_partitions_per_run: int | None = None
@@ -294,6 +300,7 @@ def _resolve(top: AppConfig, source: SourceConfig, table: TableConfig, path: str
         config_path=path,
         watermark_lookback=table.watermark_lookback,
         blocking_checks=table.blocking_checks,
+        checks_after_load=table.checks_after_load,
         delete_detection=table.delete_detection,
         delete_max_ratio=table.delete_max_ratio,
         max_partitions_per_run=table.max_partitions_per_run,

@@ -21,7 +21,7 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 import pyarrow as pa
@@ -239,7 +239,12 @@ def _target_columns(pg_conn: psycopg.Connection, spec: TableSpec) -> dict[str, _
     return {r[0]: _TargetColumn(*r) for r in rows}
 
 
-def _plan(pg_conn: psycopg.Connection, spec: TableSpec, columns: list[SourceColumn]) -> _Plan:
+Depth = Literal["rows", "cells"]
+
+
+def _plan(pg_conn: psycopg.Connection, spec: TableSpec, columns: list[SourceColumn], depth: Depth = "cells") -> _Plan:
+    """``depth`` "rows": each chunk's row count and chunking-column and key bounds (cheap: no column is
+    read beyond those); "cells": every column's measures too, which see one changed cell."""
     existing = _target_columns(pg_conn, spec)
 
     def target_name(name: str) -> str | None:
@@ -262,7 +267,7 @@ def _plan(pg_conn: psycopg.Connection, spec: TableSpec, columns: list[SourceColu
                 Measure(col.name, "min", f"MIN({sf_quote(col.name)})", sql.SQL("MIN({})").format(target)),
                 Measure(col.name, "max", f"MAX({sf_quote(col.name)})", sql.SQL("MAX({})").format(target)),
             ]
-    for i, (col, target) in enumerate(shared):
+    for i, (col, target) in enumerate(shared if depth == "cells" else []):
         measures += column_measures(col, target, i, spec.nul_bytes == "strip")
     watermark_col = (
         find_column(columns, spec.source_watermark, "watermark", f"{spec.config_path}.source_watermark")
@@ -392,9 +397,10 @@ def fingerprint_chunks(
     spec: TableSpec,
     columns: list[SourceColumn],
     chunks: Sequence[Chunk],
+    depth: Depth = "cells",
 ) -> tuple[list[ChunkVerdict], int]:
-    """Compare every chunk's fingerprint; returns verdicts and the number of source queries used."""
-    plan = _plan(pg_conn, spec, columns)
+    """Compare every chunk's fingerprint (at ``depth``); returns verdicts and the source queries used."""
+    plan = _plan(pg_conn, spec, columns, depth)
     backfill = ledger.chunks_to_backfill(pg_conn, spec.pg_schema, spec.pg_table)
     verdicts, queries = [], 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sf2pg-fingerprint") as pool:

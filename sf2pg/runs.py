@@ -27,7 +27,7 @@ from psycopg import sql
 
 from sf2pg.assets import build_table_asset
 from sf2pg.build import build_resources
-from sf2pg.checks import build_table_checks
+from sf2pg.checks import after_load, build_table_checks
 from sf2pg.chunks import watermark_text
 from sf2pg.config import AppConfig, TableSpec
 from sf2pg.errors import InputError
@@ -128,7 +128,14 @@ def run_table_job(
     defs = Definitions(
         assets=[assets_def],
         asset_checks=build_table_checks(spec, spec.blocking_checks),
-        jobs=[define_asset_job(name, selection=AssetSelection.assets(assets_def.key))],
+        # the asset and the checks a load runs (the per-cell fingerprint only with checks_after_load "cells")
+        jobs=[
+            define_asset_job(
+                name,
+                selection=AssetSelection.assets(assets_def.key).without_checks()
+                | AssetSelection.checks(*after_load(spec)),
+            )
+        ],
         resources=resources,
         executor=in_process_executor,
     )

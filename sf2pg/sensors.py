@@ -25,6 +25,7 @@ from dagster import (
 )
 
 from sf2pg.assets import asset_key
+from sf2pg.checks import after_load
 from sf2pg.chunks import as_watermark, watermark_text
 from sf2pg.config import TableSpec
 from sf2pg.extract import describe_tables, find_column, where_clause
@@ -109,7 +110,14 @@ def build_watermark_sensor(
                     if plan.note and plan.note != "up to date":
                         notes.append(f"{spec.name}: {plan.note}")
                     continue
-                runs.append(RunRequest(run_key=run.run_key, asset_selection=[asset_key(spec)], tags=run.tags))
+                runs.append(
+                    RunRequest(
+                        run_key=run.run_key,
+                        asset_selection=[asset_key(spec)],
+                        asset_check_keys=after_load(spec),
+                        tags=run.tags,
+                    )
+                )
                 cursor[spec.name] = {**now, "run": run.run_key}
         if not runs:
             context.update_cursor(json.dumps(cursor))

@@ -72,7 +72,7 @@ def test_dg_scaffolds_the_component_into_a_new_project_and_loads_the_code_locati
         ]
     )
     assert sorted(c["key"] for c in listed["asset_checks"]) == expected["checks"]
-    assert {c["name"] for c in listed["asset_checks"]} == {"row_count", "chunk_fingerprint"}
+    assert {c["name"] for c in listed["asset_checks"]} == {"row_count", "chunk_rows", "chunk_fingerprint"}
     assert sorted(s["name"] for s in listed["sensors"]) == expected["sensors"]
     assert sorted(j["name"] for j in listed["jobs"]) == expected["jobs"] == ["plan_chunks"]
 
@@ -89,7 +89,7 @@ def test_tables_written_inline_in_defs_yaml_give_the_same_definitions_as_a_confi
 
     assert inline == summary(build_definitions(parse_config(starter)))
     assert inline["assets"] == ["shop/orders"]
-    assert inline["checks"] == ["shop/orders:chunk_fingerprint", "shop/orders:row_count"]
+    assert inline["checks"] == ["shop/orders:chunk_fingerprint", "shop/orders:chunk_rows", "shop/orders:row_count"]
     assert inline["sensors"] == ["shop_watermarks"]
 
 

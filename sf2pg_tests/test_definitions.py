@@ -44,7 +44,7 @@ def test_each_asset_has_its_checks_partitions_and_single_run_backfills():
         assert node.partitions_def is not None
         assert node.backfill_policy is not None and node.backfill_policy.max_partitions_per_run is None
         checks = {c.name for c in graph.get_check_keys_for_assets([key])}
-        assert checks == {"row_count", "chunk_fingerprint"}
+        assert checks == {"row_count", "chunk_rows", "chunk_fingerprint"}
     assert graph.get(AssetKey(["analytics", "fact_visits"])).group_name == "analytics"
     assert defs.resolve_job_def("plan_chunks") is not None
 

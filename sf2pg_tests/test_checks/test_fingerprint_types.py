@@ -58,7 +58,7 @@ def loaded(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
     sf.cursor().execute(f'CREATE SCHEMA IF NOT EXISTS "{sf_database}"."PUBLIC"')
     world = World(stack, sf_database, pg_database, sf)
     seed_all_types(world, 900)
-    raw = all_types_config(world, "id")
+    raw = all_types_config(world, "id", checks_after_load="cells")
     outcome = run(world, raw)[0]
     assert outcome.success, outcome.error
     assert outcome.checks == {"row_count": True, "chunk_fingerprint": True}

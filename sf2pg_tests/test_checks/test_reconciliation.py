@@ -19,7 +19,7 @@ from sf2pg_tests.test_load.test_migrate import all_types_config, run, seed_all_t
 def loaded(world: World, **table_keys) -> tuple[DagsterInstance, object, list[str]]:
     seed_all_types(world, 900)
     instance = DagsterInstance.ephemeral()
-    raw = all_types_config(world, "id", **table_keys)
+    raw = all_types_config(world, "id", checks_after_load="cells", **table_keys)  # each load compares every cell
     outcome = run(world, raw, instance)[0]
     assert outcome.success, outcome.error
     assert outcome.checks == {"row_count": True, "chunk_fingerprint": True}
@@ -60,6 +60,7 @@ def test_one_bad_row_fails_exactly_its_chunk_and_rematerializing_heals_it(world:
     assert result.success
     assert {e.check_name: e.passed for e in result.get_asset_check_evaluations()} == {
         "row_count": True,
+        "chunk_rows": True,
         "chunk_fingerprint": True,
     }
     assert verify([spec], instance)[0].passed
