@@ -16,7 +16,7 @@ from snowflake.connector.errors import ProgrammingError
 from sf2pg.chunks import Chunk, sf_literal, sf_outside, sf_range
 from sf2pg.errors import InputError
 from sf2pg.identifiers import sf_qualified, sf_quote, sf_string
-from sf2pg.resources import end_quietly, end_together
+from sf2pg.snowflake_connection import end_quietly, end_together
 from sf2pg.snowflake_session import query_tag
 from sf2pg.typemap import SourceColumn
 

@@ -9,12 +9,19 @@ from __future__ import annotations
 import getpass
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import psycopg
 
 DEFAULT_CONNECT_TIMEOUT = 10  # seconds; libpq's own default waits for the operating system (minutes)
+
+
+class Connects(Protocol):
+    """What the loader needs of its target: a ``Postgres`` here, or Dagster's ``PostgresResource``."""
+
+    def get_connection(self, dbname: str, autocommit: bool = True) -> AbstractContextManager[psycopg.Connection]: ...
 
 
 class PostgresUnreachable(psycopg.OperationalError):

@@ -32,7 +32,7 @@ from sf2pg.load import deletes, indexes, keys, ledger, locks
 from sf2pg.load.chunk import ChunkResult, load_chunk, load_window
 from sf2pg.load.conform import BadDataError, conform
 from sf2pg.load.target import ColumnRules, TargetTable, prepare_target
-from sf2pg.resources import PostgresResource, apply_bulk_session_settings
+from sf2pg.postgres import Connects, apply_bulk_session_settings
 from sf2pg.typemap import SourceColumn
 
 log = logging.getLogger("sf2pg")
@@ -122,7 +122,7 @@ def _side_of(exc: BaseException) -> str:
 class _TargetConnections:
     """One PostgreSQL connection per loader thread, with bulk-load session settings; closed together."""
 
-    def __init__(self, postgres: PostgresResource, database: str) -> None:
+    def __init__(self, postgres: Connects, database: str) -> None:
         self._postgres, self._database = postgres, database
         self._local = threading.local()
         self._stack = ExitStack()
@@ -151,7 +151,7 @@ class _TargetConnections:
 
 def load_table(
     job: TableLoad,
-    postgres: PostgresResource,
+    postgres: Connects,
     on_chunk: Callable[[ChunkResult], None] | None = None,
     logger: logging.Logger | Any = log,
 ) -> TableLoadSummary:
@@ -281,7 +281,7 @@ def _settle_before_reading(control: psycopg.Connection, job: TableLoad, target: 
 
 def _load_the_window(
     job: TableLoad,
-    postgres: PostgresResource,
+    postgres: Connects,
     target: TargetTable,
     loaded: list[SourceColumn],
     summary: TableLoadSummary,
@@ -376,7 +376,7 @@ def _truncate(conn: psycopg.Connection, target: TargetTable, run_id: str | None)
 
 def _load_chunks(
     job: TableLoad,
-    postgres: PostgresResource,
+    postgres: Connects,
     target: TargetTable,
     loaded: list[SourceColumn],
     summary: TableLoadSummary,
@@ -521,7 +521,7 @@ class _TableLease:
     Held on a connection of its own. Every call is a non-waiting try, so no thread ever blocks on the
     server while holding the connection another thread needs to give its hold back."""
 
-    def __init__(self, postgres: PostgresResource, database: str, schema: str, table: str) -> None:
+    def __init__(self, postgres: Connects, database: str, schema: str, table: str) -> None:
         self._postgres, self._database, self._schema, self._table = postgres, database, schema, table
         self._mutex = threading.Lock()
         self._stack = ExitStack()
@@ -668,7 +668,7 @@ def _smaller_batches(batch_size: int, tiers_taken: int) -> int | None:
     return max(batch_size // 8, _MIN_BATCH_ROWS)
 
 
-def _note_failure(postgres: PostgresResource, spec: TableSpec, chunk: Chunk, message: str, run_id: str | None) -> None:
+def _note_failure(postgres: Connects, spec: TableSpec, chunk: Chunk, message: str, run_id: str | None) -> None:
     try:
         with postgres.get_connection(spec.pg_database) as conn:
             ledger.record_failure(conn, spec.pg_schema, spec.pg_table, chunk.key, message, run_id)
