@@ -19,12 +19,10 @@ from dagster import (
 )
 from pydantic import Field
 
-from sf2pg.chunks import INCREMENTAL_PREFIX, parse_chunk_key, watermark_text
 from sf2pg.config import TableSpec
-from sf2pg.extract import SnowflakeChunkSource, find_column
-from sf2pg.incremental import source_high, window_from_tags
+from sf2pg.load.job import describe_load
 from sf2pg.load.table import TableLoad
-from sf2pg.partitions import partitions_def, partitions_name, source_columns
+from sf2pg.partitions import partitions_def, partitions_name
 from sf2pg.resources import SnowflakeResource
 from sf2pg.retries import retried_on_failure
 
@@ -99,46 +97,13 @@ def build_table_asset(spec: TableSpec) -> AssetsDefinition:
 def _table_load(
     spec: TableSpec, context: AssetExecutionContext, config: TableRunConfig, snowflake: SnowflakeResource
 ) -> TableLoad:
-    """The asset body: describe the source and hand the IO manager a lazy load of the run's chunks.
-
-    For a table with a watermark it first reads the source's maximum: the load's reads all come after
-    it, so the first sync after this load starts there (see ``sf2pg.incremental``)."""
-    keys = list(context.partition_keys)
-    with snowflake.get_connection() as conn:
-        columns = source_columns(conn, spec)
-        watermark = (
-            find_column(columns, spec.source_watermark, "watermark", spec.config_path)
-            if spec.source_watermark
-            else None
-        )
-        start_high, start_rows = source_high(conn, spec, watermark) if watermark else (None, None)
-    every = [
-        k
-        for k in context.instance.get_dynamic_partitions(partitions_name(spec))
-        if not k.startswith(INCREMENTAL_PREFIX)
-    ]
-    window = window_from_tags(dict(context.run.tags), spec, watermark) if watermark else None
-    return TableLoad(
-        spec=spec,
-        chunks=[parse_chunk_key(spec.chunking_type, k) for k in keys],
-        source_columns=columns,
-        source=SnowflakeChunkSource(
-            snowflake,
-            spec.sf_database,
-            spec.sf_schema,
-            spec.sf_table,
-            find_column(columns, spec.chunking_column, "chunking", spec.config_path) if spec.chunking_column else None,
-            spec.source_filter,
-            watermark,
-            max_queries=spec.parallel_threads,
-            tag={"run_id": context.run_id},
-        ),
-        full_load=window is None and bool(every) and set(keys) >= set(every),
-        total_chunks=len(every) or None,
-        confirm_truncate=config.confirm_truncate,
-        run_id=context.run_id,
-        window=window,
-        start_watermark=None if start_high is None else watermark_text(start_high),
-        start_rows=start_rows,
-        table_chunks=[parse_chunk_key(spec.chunking_type, k) for k in every],
+    """The asset body: describe the source and hand the IO manager a lazy load of the run's chunks."""
+    return describe_load(
+        spec,
+        snowflake,
+        list(context.partition_keys),
+        list(context.instance.get_dynamic_partitions(partitions_name(spec))),
+        dict(context.run.tags),
+        context.run_id,
+        config.confirm_truncate,
     )

@@ -15,6 +15,7 @@ from sf2pg import progress
 from sf2pg.assets import column_schema
 from sf2pg.chunks import Chunk, watermark_text
 from sf2pg.load.chunk import ChunkResult
+from sf2pg.load.job import chunk_bounds, load_totals
 from sf2pg.load.table import ChunkLoadError, TableLoad, TableLoadSummary, load_table
 from sf2pg.resources import PostgresResource
 from sf2pg.retries import retried_on_failure
@@ -27,14 +28,6 @@ class PostgresTableRef:
     database: str
     schema: str
     table: str
-
-
-def chunk_bounds(chunks: list[Chunk]) -> str:
-    """``lower .. upper`` over range chunks, plus ``null``/``all`` when present."""
-    ranges = [c for c in chunks if c.is_range]
-    parts = [f"{min(c.lower for c in ranges)} .. {max(c.upper for c in ranges)}"] if ranges else []  # type: ignore[type-var]
-    parts += [c.key for c in chunks if not c.is_range]
-    return ", ".join(parts)
 
 
 class PostgresCopyIOManager(ConfigurableIOManager):
@@ -81,50 +74,16 @@ def _chunk(obj: TableLoad, key: str) -> Chunk | None:
 
 
 def run_metadata(obj: TableLoad, summary: TableLoadSummary) -> dict:
-    """The run's totals (a sync's window included)."""
-    results = summary.results + ([summary.window] if summary.window else [])
-    rows = sum(r.rows_copied for r in results)
-    modes: dict[str, int] = {}
-    for r in results:
-        modes[r.mode] = modes.get(r.mode, 0) + 1
-    metadata = {
-        "rows": rows,
-        "bytes": sum(r.bytes_copied for r in results),
-        "duration_s": round(summary.seconds, 3),
-        "rows_per_s": round(rows / summary.seconds, 1) if summary.seconds else 0.0,
-        "chunks": len(summary.results),
-        "mode": ", ".join(f"{m}: {n}" for m, n in sorted(modes.items())) or "none",
-        "rows_inserted": sum(r.rows_inserted for r in results),
-        "rows_updated": sum(r.rows_updated for r in results),
-        "rows_deleted": sum(r.rows_deleted for r in results) + summary.rows_deleted_missing,
-        "chunk_bounds": chunk_bounds(obj.chunks),
-        "target": MetadataValue.text(f"{obj.spec.pg_database}.{obj.spec.pg_schema}.{obj.spec.pg_table}"),
-        "created_table": summary.created_table,
-        "truncated": summary.truncated,
-        "fallbacks": sum(1 for r in summary.results if r.fallback),
-        "table_chunks_loaded": summary.table_chunks[0],
-        "table_chunks_failed": summary.table_chunks[1],
-    }
-    if obj.total_chunks:
-        metadata["table_chunks_missing"] = max(obj.total_chunks - summary.table_chunks[0], 0)
-    if obj.window is not None:
-        metadata["window"] = f"{watermark_text(obj.window.read_from)} .. {watermark_text(obj.window.high)}"
-    if summary.rows_deleted_missing:
-        metadata["rows_deleted_by_delete_detection"] = summary.rows_deleted_missing
+    """The run's totals (``load_totals``) as materialization metadata."""
+    metadata: dict = load_totals(obj, summary)
+    metadata["target"] = MetadataValue.text(metadata["target"])
     if len(obj.chunks) == 1 and not obj.window:
         query = obj.source.query_text(obj.chunks[0], obj.source_columns)
         metadata["source_query"] = MetadataValue.md(f"```sql\n{query}\n```")
-    if summary.skipped_source_columns:
-        metadata["skipped_source_columns"] = ", ".join(summary.skipped_source_columns)
-    if summary.unfilled_target_columns:
-        metadata["unfilled_target_columns"] = ", ".join(summary.unfilled_target_columns)
-    if summary.schema_changes:
-        metadata["schema_changes"] = MetadataValue.md("\n".join(f"- {c}" for c in summary.schema_changes))
+    if "schema_changes" in metadata:
+        metadata["schema_changes"] = MetadataValue.md(metadata["schema_changes"])
     if summary.target_columns:
         metadata["dagster/column_schema"] = column_schema(summary.target_columns)
-    if summary.indexes_rebuilt:
-        metadata["indexes_rebuilt"] = ", ".join(summary.indexes_rebuilt)
-        metadata["index_rebuild_s"] = round(summary.index_seconds, 3)
     return metadata
 
 

@@ -22,17 +22,12 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from sf2pg.chunks import INCREMENTAL_PREFIX, Chunk, parse_chunk_key, watermark_text
 from sf2pg.config import TableSpec
-from sf2pg.errors import InputError
-from sf2pg.extract import describe_table, find_column
+from sf2pg.extract import find_column
 from sf2pg.incremental import WindowPlan, source_high
 from sf2pg.load import ledger
-from sf2pg.planning import Plan, plan_table
+from sf2pg.planning import Plan, plan_table, source_columns
 from sf2pg.resources import PostgresResource
 from sf2pg.typemap import SourceColumn, is_wide_integer
-
-
-class SourceTableMissingError(InputError):
-    """The configured Snowflake table does not exist (or is not visible to this role)."""
 
 
 def partitions_name(spec: TableSpec) -> str:
@@ -42,17 +37,6 @@ def partitions_name(spec: TableSpec) -> str:
 
 def partitions_def(spec: TableSpec) -> DynamicPartitionsDefinition:
     return DynamicPartitionsDefinition(name=partitions_name(spec))
-
-
-def source_columns(sf_conn: Any, spec: TableSpec) -> list[SourceColumn]:
-    """The table's columns, or a clear error naming the table and its config path."""
-    columns = describe_table(sf_conn, spec.sf_database, spec.sf_schema, spec.sf_table)
-    if not columns:
-        raise SourceTableMissingError(
-            f"{spec.config_path}.source: Snowflake table {spec.sf_database}.{spec.sf_schema}.{spec.sf_table} "
-            "does not exist or is not visible to this role"
-        )
-    return columns
 
 
 def in_bound_order(chunks: Iterable[Chunk]) -> list[Chunk]:

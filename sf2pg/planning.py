@@ -31,7 +31,7 @@ from sf2pg.chunks import (
 )
 from sf2pg.config import TableSpec
 from sf2pg.errors import InputError
-from sf2pg.extract import find_column, where_clause
+from sf2pg.extract import describe_table, find_column, where_clause
 from sf2pg.identifiers import sf_qualified, sf_quote
 from sf2pg.typemap import SourceColumn
 
@@ -55,6 +55,21 @@ class Plan:
     # MIN and MAX of the columns asked for, read by the same aggregated query (None, None: all NULL)
     ranges: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     source_columns: list[SourceColumn] = field(default_factory=list)  # the table's columns when it was planned
+
+
+class SourceTableMissingError(InputError):
+    """The configured Snowflake table does not exist (or is not visible to this role)."""
+
+
+def source_columns(sf_conn: Any, spec: TableSpec) -> list[SourceColumn]:
+    """The table's columns, or a clear error naming the table and its config path."""
+    columns = describe_table(sf_conn, spec.sf_database, spec.sf_schema, spec.sf_table)
+    if not columns:
+        raise SourceTableMissingError(
+            f"{spec.config_path}.source: Snowflake table {spec.sf_database}.{spec.sf_schema}.{spec.sf_table} "
+            "does not exist or is not visible to this role"
+        )
+    return columns
 
 
 # ---- pure planning ---------------------------------------------------------------------------
