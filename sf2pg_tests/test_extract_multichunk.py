@@ -19,7 +19,8 @@ from sf2pg.devstack.result_chunks import ChunkSizes
 from sf2pg.extract import STREAM_READ_AHEAD, SnowflakeChunkSource, stream_query
 from sf2pg.load.conform import conform
 from sf2pg.load.target import prepare_target
-from sf2pg.resources import DEFAULT_PREFETCH_THREADS, snowflake_resource
+from sf2pg.resources import snowflake_resource
+from sf2pg.snowflake_connection import DEFAULT_PREFETCH_THREADS
 from sf2pg.runs import migrate, sync, verify
 from sf2pg.typemap import SourceColumn
 from sf2pg_tests.conftest import EMULATOR_SETTINGS
