@@ -7,6 +7,7 @@ download); skips when either is missing. Screenshots are saved under the test's 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -26,6 +27,7 @@ from sf2pg.build import build_resources
 from sf2pg.checks import build_table_checks
 from sf2pg.config import parse_config
 from sf2pg.partitions import partitions_name
+from sf2pg.reconcile import chunk_check_after_load
 from sf2pg.runs import plan_tables
 from sf2pg_tests.harness import World, dagster_deployment, stop_process_group
 
@@ -109,6 +111,7 @@ def test_the_dagster_ui_shows_the_table_assets_and_their_partition_statuses(
     with dagster_deployment(world, tmp_path, raw, monkeypatch) as work:
         config = parse_config(raw)
         orders, customers = config.tables()
+        check, _ = chunk_check_after_load(orders)  # chunk_rows: loads run it (checks_after_load "rows")
         with DagsterInstance.get() as instance:
             plans = plan_tables([orders, customers], instance)
             assert (len(plans[orders.name].chunks), len(plans[customers.name].chunks)) == (4, 2)
@@ -152,8 +155,29 @@ def test_the_dagster_ui_shows_the_table_assets_and_their_partition_statuses(
                 page.get_by_text(keys[0], exact=True).first.click()
                 sync_api.expect(page.get_by_text("rows_per_s", exact=True)).to_be_visible()
                 page.screenshot(path=tmp_path / "orders_partitions.png")
+
+                # The per-chunk check a load runs, partitioned like its asset: its result on each chunk
+                # loaded, none on the chunk not loaded (row_count, over the whole table, fails meanwhile).
+                page.goto(f"{url}/assets/src/orders?view=checks")
+                page.get_by_title(check, exact=True).click()  # the checks list (its text has a hidden copy too)
+                sync_api.expect(page).to_have_url(re.compile(rf"[?&]checkDetail={check}\b"))
+                # the asset's own Partitions tab comes first, then the selected check's
+                page.get_by_role("tab", name="Partitions", exact=True).last.click()
+                sync_api.expect(page.get_by_text("Passed (3)", exact=True)).to_be_visible()
+                sync_api.expect(page.get_by_text("Missing (1)", exact=True)).to_be_visible()
+                sync_api.expect(page.get_by_text("Failed (0)", exact=True)).to_be_visible()
+                sync_api.expect(page.get_by_text("Execution Failed (0)", exact=True)).to_be_visible()
+                # each partition in the list: its key truncated in the middle, the full key as its title;
+                # the first element with that title is the key's chip in the partition selection above
+                page.get_by_title(keys[3], exact=True).last.click()
+                sync_api.expect(
+                    page.get_by_text("This partition has not been executed for this asset check")
+                ).to_be_visible()
+                page.get_by_title(keys[0], exact=True).last.click()
+                sync_api.expect(page.get_by_text("the chunk matches its source", exact=True)).to_be_visible()
+                page.screenshot(path=tmp_path / "check_partitions.png")
             finally:
                 browser.close()
     shots = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert shots == ["asset_graph.png", "orders_partitions.png"]
+    assert shots == ["asset_graph.png", "check_partitions.png", "orders_partitions.png"]
     print(f"screenshots in {tmp_path}")
