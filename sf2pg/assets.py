@@ -4,8 +4,6 @@ The asset body is thin: it describes the source and hands a lazy ``TableLoad`` t
 which streams each chunk from Snowflake into PostgreSQL.
 """
 
-import re
-
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -40,9 +38,9 @@ class TableRunConfig(Config):
 
 
 def asset_key(spec: TableSpec) -> AssetKey:
-    """``[source_name, target]``; characters Dagster cannot use in op names become ``_``
-    (a target named ``Fact Visits`` is the asset ``analytics/Fact_Visits``; metadata keeps the real name)."""
-    return AssetKey([re.sub(r"[^A-Za-z0-9_]", "_", part) for part in spec.asset_key_path])
+    """``TableSpec.asset_key_path``: ``[source_name, target]`` in characters Dagster allows (metadata keeps
+    the real name)."""
+    return AssetKey(spec.asset_key_path)
 
 
 def column_schema(columns: list[tuple[str, str, str]]) -> TableSchema:

@@ -31,11 +31,17 @@ from sf2pg.chunks import parse_chunk_key
 from sf2pg.config import TableSpec
 from sf2pg.load import ledger
 from sf2pg.partitions import partitions_def, source_columns
-from sf2pg.reconcile import ChunkVerdict, Depth, compare_counts, fingerprint_chunks
+from sf2pg.reconcile import (
+    CHUNK_CHECK,
+    ROW_COUNT_CHECK,
+    ROWS_CHECK,
+    ChunkVerdict,
+    Depth,
+    chunk_check_after_load,
+    compare_counts,
+    fingerprint_chunks,
+)
 from sf2pg.resources import PostgresResource, SnowflakeResource
-
-CHUNK_CHECK = "chunk_fingerprint"  # every cell
-ROWS_CHECK = "chunk_rows"  # row counts and bounds
 
 
 def chunk_evaluation(
@@ -58,9 +64,6 @@ def chunk_evaluation(
     if not verdict.passed:
         metadata["columns_that_differ"] = MetadataValue.json(verdict.columns)
         metadata["mismatches"] = MetadataValue.md("\n".join(f"- {m}" for m in verdict.mismatches[:50]))
-    settled = f" (rows with watermark below {verdict.watermark})" if verdict.watermark is not None else ""
-    if verdict.pending_deletes:
-        settled += f"; {verdict.pending_deletes} row(s) deleted in Snowflake wait for delete detection"
     return AssetCheckEvaluation(
         asset_key=key,
         check_name=check_name,
@@ -70,12 +73,7 @@ def chunk_evaluation(
         severity=AssetCheckSeverity.ERROR,
         blocking=blocking,
         target_materialization_data=target,
-        description=(
-            f"the chunk matches its source{settled}"
-            if verdict.passed
-            else f"chunk {verdict.key} differs from the source{settled}: {verdict.summary()}"
-            " — re-materialize this partition"
-        ),
+        description=verdict.description(),
     )
 
 
@@ -105,7 +103,7 @@ def build_table_checks(spec: TableSpec, blocking: bool = True) -> list[AssetChec
 
     @asset_check(
         asset=key,
-        name="row_count",
+        name=ROW_COUNT_CHECK,
         description="Source rows (with source_filter) equal target rows; on a moving source, the target "
         "holds every settled row (watermark below the ledger's) and at most the rows past it.",
         pool=pool_name(spec),
@@ -180,5 +178,4 @@ _DESCRIPTIONS: dict[str, str] = {
 def after_load(spec: TableSpec) -> list[AssetCheckKey]:
     """The checks a load of the table runs (the others run on demand: sf2pg verify, the UI)."""
     key = asset_key(spec)
-    chunk = CHUNK_CHECK if spec.checks_after_load == "cells" else ROWS_CHECK
-    return [AssetCheckKey(key, "row_count"), AssetCheckKey(key, chunk)]
+    return [AssetCheckKey(key, ROW_COUNT_CHECK), AssetCheckKey(key, chunk_check_after_load(spec)[0])]

@@ -60,9 +60,11 @@ LOG_LEVEL = "CRITICAL"
 
 
 def _quiet_dagster() -> None:
-    """In-process runs log every Dagster event; the CLI shows its own progress instead."""
+    """In-process runs log every Dagster event, runs without Dagster their chunks' failures and retries;
+    the CLI shows its own progress and one line per failed table instead."""
     for name in ("dagster", "snowflake.connector", "fakesnow"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("sf2pg.run").setLevel(LOG_LEVEL)
 
 
 class _LoadProgress:
@@ -108,15 +110,13 @@ class _LoadProgress:
             self.console.file.close()
 
     def on_plan(self, spec: Any, plan: Any) -> None:
-        from sf2pg.assets import asset_key
-
         # the clock starts with the table's load (start=False), not now
         self.tasks[spec.name] = self.progress.add_task(
             "", total=len(plan.chunks), table=spec.name, rows=0, rate=0.0, start=False
         )
         self.chunks[spec.name] = len(plan.chunks)
         self.rows[spec.name] = 0
-        self.names[tuple(asset_key(spec).path)] = spec.name
+        self.names[tuple(spec.asset_key_path)] = spec.name
         if not self.live:
             console.print(
                 f"planned {spec.name}: {len(plan.chunks)} chunk(s) ({len(plan.new_keys)} new) "

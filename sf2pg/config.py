@@ -28,7 +28,10 @@ ENV_VAR = "SF2PG_CONFIG"
 
 DEFAULT_PARALLEL_THREADS = 4
 DEFAULT_BATCH_SIZE = 50_000
+# rows_per_chunk unset: enough chunks for 2 per thread, each of MIN_AUTO_CHUNK_ROWS to DEFAULT_ROWS_PER_CHUNK
+# rows (sf2pg.planning.auto_chunk_rows)
 DEFAULT_ROWS_PER_CHUNK = 1_000_000
+MIN_AUTO_CHUNK_ROWS = 100_000
 
 # Inclusive bounds of the tuning keys; rows_per_chunk goes down to 100 so tests can plan many small chunks.
 BOUNDS: dict[str, tuple[int, int]] = {
@@ -184,7 +187,9 @@ class AppConfig(_Strict):
 
     parallel_threads: int = _tuning("parallel_threads", "threads per table", DEFAULT_PARALLEL_THREADS)
     batch_size: int = _tuning("batch_size", "rows per Arrow batch sent to COPY", DEFAULT_BATCH_SIZE)
-    rows_per_chunk: int = _tuning("rows_per_chunk", "target rows per planned chunk", DEFAULT_ROWS_PER_CHUNK)
+    rows_per_chunk: int | None = _tuning(
+        "rows_per_chunk", "target rows per planned chunk; unset: 2 chunks per thread, 100,000 to 1,000,000 rows each"
+    )
     wide_integers: WideIntegers = _wide_integers("numeric")
     unsafe_schema_changes: UnsafeSchemaChanges = _unsafe_schema_changes("fail")
     sources: list[SourceConfig] = Field(min_length=1, description="the sources to copy, at least one")
@@ -244,7 +249,7 @@ class TableSpec:
     source_filter: str | None
     parallel_threads: int
     batch_size: int
-    rows_per_chunk: int
+    rows_per_chunk: int | None  # None: sized by the plan (sf2pg.planning.auto_chunk_rows)
     nul_bytes: Literal["fail", "strip"]
     config_path: str
     watermark_lookback: int | None = None  # None: the default for the watermark's type (sf2pg.incremental)
@@ -259,7 +264,9 @@ class TableSpec:
 
     @property
     def asset_key_path(self) -> list[str]:
-        return [self.source_name, self.pg_table]
+        """The table asset's key, ``[source_name, target]``, with characters Dagster cannot use in op
+        names as ``_`` (a target named ``Fact Visits`` is the asset ``analytics/Fact_Visits``)."""
+        return [re.sub(r"[^A-Za-z0-9_]", "_", part) for part in (self.source_name, self.pg_table)]
 
     @property
     def name(self) -> str:

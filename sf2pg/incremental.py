@@ -263,7 +263,7 @@ def plan_window(
         plan.touched = [c.key for c in ranges if c.lower <= highest and c.upper > lowest]  # type: ignore[operator]
         covered = (min(c.lower for c in ranges), max(c.upper for c in ranges)) if ranges else None  # type: ignore[type-var]
         if covered is None or lowest < covered[0] or highest >= covered[1]:
-            plan.new_chunks = plan_edges(sf_conn, spec, columns, chunks)
+            plan.new_chunks = plan_edges(sf_conn, spec, columns, chunks, rows)
     if shape.null_rows:
         if any(c.is_null for c in chunks):
             plan.touched.append(NULL_KEY)
@@ -272,6 +272,29 @@ def plan_window(
     if plan.new_chunks:
         ledger.record_plan(pg_conn, spec.pg_schema, spec.pg_table, plan.new_chunks)
     return plan
+
+
+def window_range(spec: TableSpec, plan: WindowPlan, order: list[str]) -> tuple[str, str] | None:
+    """The first and last partition (in ``order``, the table's partitions with the plan's new edge
+    chunks among them) of the run that loads ``plan``'s window, or None when there is nothing to load.
+    A window with no changed rows still runs when the table has delete detection; it is recorded on the
+    table's newest chunk."""
+    if plan.window is None:
+        return None
+    wanted = set(plan.touched) | {c.key for c in plan.new_chunks}
+    positions = sorted(i for i, k in enumerate(order) if k in wanted)
+    if not positions:
+        chunk_keys = [i for i, k in enumerate(order) if not k.startswith(INCREMENTAL_PREFIX)]
+        if spec.delete_detection != "keys" or not chunk_keys:
+            return None
+        positions = [chunk_keys[-1]]
+    return order[positions[0]], order[positions[-1]]
+
+
+def window_run_key(spec: TableSpec, plan: WindowPlan) -> str:
+    """One run per table, window top and source row count: a sensor asks for each window once."""
+    assert plan.window is not None
+    return f"{spec.name}:{plan.window.tags['sf2pg/window_high']}:{plan.source_rows}"
 
 
 def as_bound(value: Any) -> Any:

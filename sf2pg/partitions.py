@@ -20,14 +20,16 @@ from typing import Any
 from dagster import DagsterInstance, DynamicPartitionsDefinition
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from sf2pg.chunks import INCREMENTAL_PREFIX, Chunk, parse_chunk_key, watermark_text
+from sf2pg import planning
+from sf2pg.chunks import Chunk
 from sf2pg.config import TableSpec
-from sf2pg.extract import find_column
-from sf2pg.incremental import WindowPlan, source_high
+from sf2pg.incremental import WindowPlan, window_range, window_run_key
 from sf2pg.load import ledger
-from sf2pg.planning import Plan, plan_table, source_columns
-from sf2pg.resources import PostgresResource
-from sf2pg.typemap import SourceColumn, is_wide_integer
+from sf2pg.planning import Plan, in_bound_order, ledger_chunk_keys, range_columns, source_columns
+from sf2pg.postgres import Connects
+
+# the plan's engine side lives in sf2pg.planning; kept importable from here for the Dagster wiring
+__all__ = ["Plan", "in_bound_order", "ledger_chunk_keys", "range_columns", "source_columns"]
 
 
 def partitions_name(spec: TableSpec) -> str:
@@ -39,32 +41,10 @@ def partitions_def(spec: TableSpec) -> DynamicPartitionsDefinition:
     return DynamicPartitionsDefinition(name=partitions_name(spec))
 
 
-def in_bound_order(chunks: Iterable[Chunk]) -> list[Chunk]:
-    """Range chunks by their lower bound, then the NULL chunk (or the single ``all`` chunk)."""
-    chunks = list(chunks)
-    ranges = sorted((c for c in chunks if c.is_range), key=lambda c: c.lower)  # type: ignore[arg-type,return-value]
-    return ranges + [c for c in chunks if not c.is_range and not c.is_incremental]
-
-
-def ledger_chunk_keys(postgres: PostgresResource, spec: TableSpec) -> list[str]:
-    """Every chunk the ledger knows for the table, whatever its state (empty before the first plan)."""
-    import psycopg
-
-    try:
-        with postgres.get_connection(spec.pg_database) as conn:
-            return list(ledger.chunk_states(conn, spec.pg_schema, spec.pg_table))
-    except psycopg.OperationalError:
-        return []
-
-
-loaded_chunk_keys = ledger_chunk_keys  # the name earlier callers use
-
-
-def known_chunks(spec: TableSpec, instance: DagsterInstance | None, postgres: PostgresResource) -> list[Chunk]:
+def known_chunks(spec: TableSpec, instance: DagsterInstance | None, postgres: Connects) -> list[Chunk]:
     """The table's chunks as Dagster and the ledger know them, in bound order (none before a plan)."""
     keys = list(instance.get_dynamic_partitions(partitions_name(spec))) if instance else []
-    keys += [k for k in ledger_chunk_keys(postgres, spec) if k not in keys]
-    return in_bound_order(parse_chunk_key(spec.chunking_type, k) for k in keys if not k.startswith(INCREMENTAL_PREFIX))
+    return planning.known_chunks(spec, postgres, keys)
 
 
 def register(instance: DagsterInstance, spec: TableSpec, chunks: Iterable[Chunk]) -> None:
@@ -76,7 +56,7 @@ def register(instance: DagsterInstance, spec: TableSpec, chunks: Iterable[Chunk]
         instance.add_dynamic_partitions(name, list(dict.fromkeys(missing)))
 
 
-def report_loaded(instance: DagsterInstance, spec: TableSpec, postgres: PostgresResource) -> None:
+def report_loaded(instance: DagsterInstance, spec: TableSpec, postgres: Connects) -> None:
     """Tell Dagster about chunks the ledger holds as loaded that it has no materialization of (a run
     killed before its events were written, or loads made while another instance, or none, was looking),
     so the UI shows what the target really holds."""
@@ -114,55 +94,11 @@ def report_loaded(instance: DagsterInstance, spec: TableSpec, postgres: Postgres
         )
 
 
-def range_columns(spec: TableSpec, columns: list[SourceColumn]) -> list[SourceColumn]:
-    """Columns whose MIN and MAX the plan reads: wide integers of a ``bigint_when_fits`` table that no
-    ``column_types`` entry types already."""
-    if spec.wide_integers != "bigint_when_fits":
-        return []
-    named = {n.casefold() for n, _ in spec.column_types}
-    return [c for c in columns if is_wide_integer(c) and c.name.casefold() not in named]
-
-
-def replan(
-    spec: TableSpec,
-    sf_conn: Any,
-    instance: DagsterInstance | None,
-    postgres: PostgresResource | None,
-) -> Plan:
-    """Plan the table, keep the whole plan in the ledger, and register new chunks with Dagster."""
+def replan(spec: TableSpec, sf_conn: Any, instance: DagsterInstance | None, postgres: Connects | None) -> Plan:
+    """Plan the table, keep the whole plan in the ledger (``planning.replan``), and register new chunks
+    with Dagster."""
     existing = list(instance.get_dynamic_partitions(partitions_name(spec))) if instance else []
-    if postgres is not None:
-        existing += ledger_chunk_keys(postgres, spec)
-    columns = source_columns(sf_conn, spec)
-    before = None  # rows beyond the plan's range are written after this: no load may settle above it
-    if spec.source_watermark:
-        watermark = find_column(columns, spec.source_watermark, "watermark", f"{spec.config_path}.source_watermark")
-        high, _ = source_high(sf_conn, spec, watermark)
-        before = None if high is None else watermark_text(high)
-    plan = plan_table(
-        sf_conn,
-        spec.sf_database,
-        spec.sf_schema,
-        spec.sf_table,
-        columns,
-        spec.chunking_column,
-        spec.chunking_type,
-        spec.source_filter,
-        spec.rows_per_chunk,
-        existing,
-        range_columns=range_columns(spec, columns),
-        config_path=spec.config_path,
-    )
-    if postgres is not None:
-        with postgres.get_connection(spec.pg_database) as conn:
-            source_table = f"{spec.sf_database}.{spec.sf_schema}.{spec.sf_table}"
-            where = f"table {spec.name} ({spec.config_path})"
-            ledger.claim_table(conn, spec.pg_schema, spec.pg_table, spec.source_name, source_table, where)
-            with conn.transaction():
-                ledger.record_plan(conn, spec.pg_schema, spec.pg_table, plan.chunks)
-                ledger.record_planned_watermark(conn, spec.pg_schema, spec.pg_table, before)
-                if plan.ranges:
-                    ledger.record_column_ranges(conn, spec.pg_schema, spec.pg_table, plan.ranges)
+    plan = planning.replan(spec, sf_conn, postgres, existing)
     if instance is not None:
         register(instance, spec, plan.chunks)
     return plan
@@ -190,8 +126,7 @@ class WindowRun:
 
     @property
     def run_key(self) -> str:
-        assert self.plan.window is not None
-        return f"{self.spec.name}:{self.plan.window.tags['sf2pg/window_high']}:{self.plan.source_rows}"
+        return window_run_key(self.spec, self.plan)
 
 
 def run_tags(spec: TableSpec) -> dict[str, str]:
@@ -201,17 +136,9 @@ def run_tags(spec: TableSpec) -> dict[str, str]:
 
 def window_run(spec: TableSpec, plan: WindowPlan, instance: DagsterInstance) -> WindowRun | None:
     """The run that loads a window: over the chunk partitions its rows fall in (registering the edge
-    chunks it planned), or None when there is nothing to load. A window with no changed rows still
-    runs when the table has delete detection; it is recorded on the table's newest chunk."""
+    chunks it planned first), or None when there is nothing to load (``incremental.window_range``)."""
     if plan.window is None:
         return None
     register(instance, spec, plan.new_chunks)
-    order = list(instance.get_dynamic_partitions(partitions_name(spec)))
-    wanted = set(plan.touched) | {c.key for c in plan.new_chunks}
-    positions = sorted(order.index(k) for k in wanted if k in order)
-    if not positions:
-        chunk_keys = [k for k in order if not k.startswith(INCREMENTAL_PREFIX)]
-        if spec.delete_detection != "keys" or not chunk_keys:
-            return None
-        positions = [order.index(chunk_keys[-1])]
-    return WindowRun(spec, plan, order[positions[0]], order[positions[-1]])
+    found = window_range(spec, plan, list(instance.get_dynamic_partitions(partitions_name(spec))))
+    return None if found is None else WindowRun(spec, plan, *found)

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
+
 from sf2pg.chunks import (
     ALL_KEY,
     INCREMENTAL_PREFIX,
@@ -28,12 +30,16 @@ from sf2pg.chunks import (
     parse_chunk_key,
     sf_outside,
     sf_range,
+    watermark_text,
 )
-from sf2pg.config import TableSpec
+from sf2pg.config import DEFAULT_PARALLEL_THREADS, DEFAULT_ROWS_PER_CHUNK, MIN_AUTO_CHUNK_ROWS, TableSpec
 from sf2pg.errors import InputError
 from sf2pg.extract import describe_table, find_column, where_clause
 from sf2pg.identifiers import sf_qualified, sf_quote
-from sf2pg.typemap import SourceColumn
+from sf2pg.incremental import source_high
+from sf2pg.load import ledger
+from sf2pg.postgres import Connects
+from sf2pg.typemap import SourceColumn, is_wide_integer
 
 _ID_BUCKETS = 4096  # equal-width ID buckets in the first query; merged afterwards
 _REFINE_MINUTES_MAX_DENSE = 50  # refine up to this many dense days by minute, more by hour
@@ -279,15 +285,17 @@ def plan_table(
     chunking_column: str | None,
     kind: ChunkingType | None,
     source_filter: str | None,
-    rows_per_chunk: int,
+    rows_per_chunk: int | None,
     existing_keys: Iterable[str] = (),
     only_where: str | None = None,
     range_columns: Sequence[SourceColumn] = (),
     config_path: str | None = None,
+    threads: int = DEFAULT_PARALLEL_THREADS,
 ) -> Plan:
     """Plan one table with one aggregated query (two when dense buckets need splitting).
 
-    ``only_where`` narrows the query to some rows (the edges beyond the chunks already planned).
+    ``rows_per_chunk`` None sizes chunks from the rows the query counts (``auto_chunk_rows``, for
+    ``threads`` loaders). ``only_where`` narrows the query to some rows (the edges beyond the chunks already planned).
     ``range_columns`` get their MIN and MAX read by the same query (``Plan.ranges``); ``config_path``
     names the table in errors."""
     table_sql = sf_qualified(database, schema, table)
@@ -305,7 +313,7 @@ def plan_table(
 
     if kind is None or chunking_column is None:
         rows = run(f"SELECT COUNT(*){''.join(', ' + e for e in extra)} FROM {table_sql} WHERE {where}")
-        chunks, new = plan_chunks(None, [], int(rows[0][0]), rows_per_chunk, existing_keys)
+        chunks, new = plan_chunks(None, [], int(rows[0][0]), rows_per_chunk or DEFAULT_ROWS_PER_CHUNK, existing_keys)
         return Plan(chunks, new, len(queries), queries, ranges_from_rows(rows, 1, range_columns), columns)
     place = config_path or f"{database}.{schema}.{table}"
     column = find_column(columns, chunking_column, "chunking", place)
@@ -316,6 +324,7 @@ def plan_table(
     rows = run(distribution_sql(kind, col_sql, table_sql, where, extra))
     ranges = ranges_from_rows(rows, _bucket_columns(kind), range_columns)
     buckets, nulls = buckets_from_rows(kind, rows)
+    rows_per_chunk = rows_per_chunk or auto_chunk_rows(sum(b.rows for b in buckets) + nulls, threads)
     dense = [b for b in buckets if b.rows > rows_per_chunk and not (kind == "id" and b.end == b.start + 1)]  # type: ignore[operator]
     refine = refinement_sql(kind, col_sql, column.data_type.upper(), table_sql, where, dense)
     if refine:
@@ -324,9 +333,19 @@ def plan_table(
     return Plan(chunks, new, len(queries), queries, ranges, columns)
 
 
-def plan_edges(sf_conn: Any, spec: TableSpec, columns: list[SourceColumn], chunks: Sequence[Chunk]) -> list[Chunk]:
+def auto_chunk_rows(rows: int, threads: int) -> int:
+    """Rows per chunk when the config sets none: 2 chunks per loader thread, so every thread has work and
+    one that finishes early takes another, each of 100,000 to 1,000,000 rows (per-chunk work, a query
+    and a transaction, stays small beside the rows; a failed chunk retries cheaply)."""
+    return max(MIN_AUTO_CHUNK_ROWS, min(DEFAULT_ROWS_PER_CHUNK, -(-rows // (2 * max(threads, 1)))))
+
+
+def plan_edges(
+    sf_conn: Any, spec: TableSpec, columns: list[SourceColumn], chunks: Sequence[Chunk], table_rows: int
+) -> list[Chunk]:
     """New chunks for the rows beyond the known chunks' range, planned with one aggregated query over just
     those rows (cheap where the chunking column follows insertion order, as pruning then skips the rest).
+    They are sized as the table's ``table_rows`` would plan (``edge_chunk_rows``).
 
     The topmost new chunk reaches ahead by a typical chunk's width, so rows that keep arriving beyond it
     land in it instead of making a chunk per sync: the partition set grows with the data."""
@@ -339,8 +358,8 @@ def plan_edges(sf_conn: Any, spec: TableSpec, columns: list[SourceColumn], chunk
     outside = sf_outside(col, low, high, sf_type)
     plan = plan_table(
         sf_conn, spec.sf_database, spec.sf_schema, spec.sf_table, columns, spec.chunking_column,
-        spec.chunking_type, spec.source_filter, spec.rows_per_chunk, [c.key for c in chunks], only_where=outside,
-        config_path=spec.config_path,
+        spec.chunking_type, spec.source_filter, edge_chunk_rows(spec, table_rows), [c.key for c in chunks],
+        only_where=outside, config_path=spec.config_path,
     )  # fmt: skip
     new = set(plan.new_keys)
     edges = [c for c in plan.chunks if c.key in new and c.is_range]
@@ -354,3 +373,81 @@ def plan_edges(sf_conn: Any, spec: TableSpec, columns: list[SourceColumn], chunk
         if reach > top.upper:  # type: ignore[operator]
             edges[-1] = Chunk(chunk_key(spec.chunking_type, top.lower, reach), top.lower, reach, top.estimated_rows)  # type: ignore[arg-type]
     return edges
+
+
+def edge_chunk_rows(spec: TableSpec, table_rows: int) -> int:
+    """Rows per new edge chunk: the configured size, or the size a plan of the whole table would choose."""
+    return spec.rows_per_chunk or auto_chunk_rows(table_rows, spec.parallel_threads)
+
+
+# ---- keeping the plan ------------------------------------------------------------------------
+
+
+def range_columns(spec: TableSpec, columns: list[SourceColumn]) -> list[SourceColumn]:
+    """Columns whose MIN and MAX the plan reads: wide integers of a ``bigint_when_fits`` table that no
+    ``column_types`` entry types already."""
+    if spec.wide_integers != "bigint_when_fits":
+        return []
+    named = {n.casefold() for n, _ in spec.column_types}
+    return [c for c in columns if is_wide_integer(c) and c.name.casefold() not in named]
+
+
+def in_bound_order(chunks: Iterable[Chunk]) -> list[Chunk]:
+    """Range chunks by their lower bound, then the NULL chunk (or the single ``all`` chunk)."""
+    chunks = list(chunks)
+    ranges = sorted((c for c in chunks if c.is_range), key=lambda c: c.lower)  # type: ignore[arg-type,return-value]
+    return ranges + [c for c in chunks if not c.is_range and not c.is_incremental]
+
+
+def ledger_chunk_keys(postgres: Connects, spec: TableSpec) -> list[str]:
+    """Every chunk the ledger knows for the table, whatever its state (empty before the first plan)."""
+    try:
+        with postgres.get_connection(spec.pg_database) as conn:
+            return list(ledger.chunk_states(conn, spec.pg_schema, spec.pg_table))
+    except psycopg.OperationalError:
+        return []
+
+
+def known_chunks(spec: TableSpec, postgres: Connects, also: Iterable[str] = ()) -> list[Chunk]:
+    """The table's chunks as the ledger knows them (and ``also``, keys known elsewhere), in bound order."""
+    keys = list(dict.fromkeys([*also, *ledger_chunk_keys(postgres, spec)]))
+    return in_bound_order(parse_chunk_key(spec.chunking_type, k) for k in keys if not k.startswith(INCREMENTAL_PREFIX))
+
+
+def replan(spec: TableSpec, sf_conn: Any, postgres: Connects | None, existing: Iterable[str] = ()) -> Plan:
+    """Plan the table and keep the whole plan in the ledger: every chunk planned before is kept (it may
+    hold loaded rows), rows beyond them get new edge chunks. ``existing`` are keys known elsewhere
+    (Dagster's partitions); without ``postgres`` the plan is only computed."""
+    existing = list(existing) + (ledger_chunk_keys(postgres, spec) if postgres is not None else [])
+    columns = source_columns(sf_conn, spec)
+    before = None  # rows beyond the plan's range are written after this: no load may settle above it
+    if spec.source_watermark:
+        watermark = find_column(columns, spec.source_watermark, "watermark", f"{spec.config_path}.source_watermark")
+        high, _ = source_high(sf_conn, spec, watermark)
+        before = None if high is None else watermark_text(high)
+    plan = plan_table(
+        sf_conn,
+        spec.sf_database,
+        spec.sf_schema,
+        spec.sf_table,
+        columns,
+        spec.chunking_column,
+        spec.chunking_type,
+        spec.source_filter,
+        spec.rows_per_chunk,
+        existing,
+        range_columns=range_columns(spec, columns),
+        config_path=spec.config_path,
+        threads=spec.parallel_threads,
+    )
+    if postgres is not None:
+        with postgres.get_connection(spec.pg_database) as conn:
+            source_table = f"{spec.sf_database}.{spec.sf_schema}.{spec.sf_table}"
+            where = f"table {spec.name} ({spec.config_path})"
+            ledger.claim_table(conn, spec.pg_schema, spec.pg_table, spec.source_name, source_table, where)
+            with conn.transaction():
+                ledger.record_plan(conn, spec.pg_schema, spec.pg_table, plan.chunks)
+                ledger.record_planned_watermark(conn, spec.pg_schema, spec.pg_table, before)
+                if plan.ranges:
+                    ledger.record_column_ranges(conn, spec.pg_schema, spec.pg_table, plan.ranges)
+    return plan

@@ -1,11 +1,12 @@
-"""Progress events of loads that run inside Dagster in-process, so the CLI can show them live.
+"""Progress events of the CLI's loads (direct or inside Dagster in-process), so the CLI can show them live.
 
 The loader and the retry logic report; listeners (the CLI's display) draw. Three events:
 
 - ``table_started(table)``: a table's load begins (the loader calls it before its first chunk), so a
   display measures rows/s over that table's own load, not from when every table was planned;
 - a chunk finished (``reporter(table)`` is the loader's per-chunk callback);
-- ``retry_scheduled(...)``: a step failed and Dagster will try it again after a delay.
+- ``retry_scheduled(...)``: a step failed and will be tried again after a delay (by Dagster's
+  retry policy, or by the direct runner's own loop).
 
 Reporting never fails a load: a listener's error is logged and dropped.
 """

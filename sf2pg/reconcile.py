@@ -46,6 +46,19 @@ _PRESENT_KEYS = sql.Identifier("sf2pg_present_keys")
 _NUMERIC_KEY_TYPES = {"smallint", "integer", "bigint", "numeric", "double precision"}
 
 
+Depth = Literal["rows", "cells"]  # what a chunk comparison reads: counts and bounds, or every cell
+
+# the checks' names, in Dagster's UI and the CLI's output alike
+ROW_COUNT_CHECK = "row_count"  # whole-table counts
+ROWS_CHECK = "chunk_rows"  # per chunk: row counts and bounds
+CHUNK_CHECK = "chunk_fingerprint"  # per chunk: every cell
+
+
+def chunk_check_after_load(spec: TableSpec) -> tuple[str, Depth]:
+    """The per-chunk check a load of the table runs, and its depth (``checks_after_load``)."""
+    return (CHUNK_CHECK, "cells") if spec.checks_after_load == "cells" else (ROWS_CHECK, "rows")
+
+
 class WatermarkError(InputError):
     """The ledger's watermark cannot be compared with the table's watermark column."""
 
@@ -108,6 +121,15 @@ class ChunkVerdict:
     @property
     def rows_differ(self) -> bool:
         return self.source_rows != self.target_rows
+
+    def description(self) -> str:
+        """The verdict as a check reports it: what was compared, and on failure what differs."""
+        settled = f" (rows with watermark below {self.watermark})" if self.watermark is not None else ""
+        if self.pending_deletes:
+            settled += f"; {self.pending_deletes} row(s) deleted in Snowflake wait for delete detection"
+        if self.passed:
+            return f"the chunk matches its source{settled}"
+        return f"chunk {self.key} differs from the source{settled}: {self.summary()} — re-materialize this partition"
 
 
 @dataclass(frozen=True)
@@ -237,9 +259,6 @@ def _target_columns(pg_conn: psycopg.Connection, spec: TableSpec) -> dict[str, _
         (spec.pg_schema, spec.pg_table),
     ).fetchall()
     return {r[0]: _TargetColumn(*r) for r in rows}
-
-
-Depth = Literal["rows", "cells"]
 
 
 def _plan(pg_conn: psycopg.Connection, spec: TableSpec, columns: list[SourceColumn], depth: Depth = "cells") -> _Plan:

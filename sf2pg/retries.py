@@ -18,12 +18,14 @@ from contextlib import contextmanager
 from dagster import AssetExecutionContext, Backoff, DagsterError, Failure, Jitter, RetryPolicy, RetryRequested
 
 from sf2pg import progress
-from sf2pg.errors import InputError
+from sf2pg.errors import RETRIES, RETRY_DELAY_S, InputError, retry_delay, retry_reason
 
 log = logging.getLogger("sf2pg")
 
-# 2 retries, after 0-10 s then 10-20 s (exponential with jitter): time for a restarted server or a dropped session.
-STEP_RETRIES = RetryPolicy(max_retries=2, delay=5, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
+# the policy of sf2pg.errors, as Dagster spells it
+STEP_RETRIES = RetryPolicy(
+    max_retries=RETRIES, delay=RETRY_DELAY_S, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
+)
 
 
 @contextmanager
@@ -47,7 +49,7 @@ def retried_on_failure(previous_attempts: int) -> Iterator[None]:
 
 
 def _retry(previous_attempts: int, exc: BaseException) -> RetryRequested:
-    seconds = STEP_RETRIES.calculate_delay(previous_attempts + 1)
+    seconds = retry_delay(previous_attempts + 1)
     if previous_attempts < STEP_RETRIES.max_retries:  # else Dagster fails the step: nothing is coming
         _announce(previous_attempts + 1, seconds, exc)
     return RetryRequested(max_retries=STEP_RETRIES.max_retries, seconds_to_wait=seconds)
@@ -55,9 +57,7 @@ def _retry(previous_attempts: int, exc: BaseException) -> RetryRequested:
 
 def _announce(attempt: int, seconds: float, exc: BaseException) -> None:
     attempts = STEP_RETRIES.max_retries + 1
-    reason = " ".join(str(exc).split()) or type(exc).__name__
-    if len(reason) > 300:
-        reason = reason[:297] + "..."
+    reason = retry_reason(exc)
     try:
         context = AssetExecutionContext.get()  # the table's step: its body or its IO manager
         key, logger = tuple(context.asset_key.path), context.log

@@ -1,40 +1,34 @@
-"""Headless runs for the CLI: plan, then materialize each table's partitions in ranged runs.
+"""The CLI's commands over tables: plan, then load each table's chunks in ranged runs; sync; verify.
 
-The same assets, IO manager and checks as in the Dagster UI run here in-process (as jobs named after
-the command and the table, tagged with the table), so the CLI and a Dagster backfill load identically.
+What to load is decided here, the same way whatever executes it: a runner (``sf2pg.runners``) runs
+each table's contiguous range of chunks as a Dagster job on the ``DAGSTER_HOME`` instance, or, with
+no instance to record them, directly in this process through the same engine. This module imports no
+Dagster: a command without an instance never pays for it.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from dagster import (
-    AssetsDefinition,
-    AssetSelection,
-    DagsterEventType,
-    DagsterInstance,
-    Definitions,
-    ExecuteInProcessResult,
-    define_asset_job,
-    in_process_executor,
-)
-from dagster._core.execution.plan.objects import ErrorSource
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from psycopg import sql
 
-from sf2pg.assets import build_table_asset
-from sf2pg.build import build_resources
-from sf2pg.checks import after_load, build_table_checks
+from sf2pg import planning
 from sf2pg.chunks import watermark_text
 from sf2pg.config import AppConfig, TableSpec
 from sf2pg.errors import InputError
 from sf2pg.load import drift, ledger
-from sf2pg.partitions import partitions_name, replan, report_loaded, run_tags
 from sf2pg.planning import Plan
-from sf2pg.resources import PostgresResource, snowflake_resource
+from sf2pg.postgres import Connects, Postgres
+from sf2pg.runners import DirectRunner, LedgerRegistry, Registry, Runner, RunResult, snowflake_sessions
+from sf2pg.snowflake_connection import sessions_from_env
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
 
 
 @dataclass
@@ -51,128 +45,104 @@ class TableOutcome:
     note: str = ""
 
 
-def failure_message(result: object) -> str:
-    """The last step failure's message of an in-process run."""
-    failures = [e for e in result.all_events if e.is_step_failure]  # type: ignore[attr-defined]
-    if not failures:
-        return "run failed"
-    error = failures[-1].step_failure_data.error
-    message = error.message.strip()
-    while error.cls_name.startswith(("Dagster", "RetryRequested")) and (error.cause or error.context):
-        error = error.cause or error.context  # "Exceeded max_retries": say what kept failing
-        if not error.cls_name.startswith(("Dagster", "RetryRequested")):
-            message = f"{message}: {error.message.strip()}"
-    return re.sub(r"^(\w+\.)+\w+: ", "", message)  # "dagster._core...Failure: why" -> "why"
+@dataclass
+class CommandContext:
+    """What a command's tables run with: where their partitions are known, what runs their loads, and
+    the command's own Snowflake sessions (planning, windows, checks) and PostgreSQL."""
+
+    registry: Registry
+    runner: Runner
+    snowflake: Any  # get_connection(): the command's Snowflake sessions, shared by its queries
+    postgres: Connects
 
 
-def run_metadata(result: object) -> dict:
-    """The IO manager's totals for the run (each partition's materialization carries its own numbers)."""
-    for event in result.all_events:  # type: ignore[attr-defined]
-        if event.event_type == DagsterEventType.HANDLED_OUTPUT:
-            return {k: v.value for k, v in event.event_specific_data.metadata.items()}
-    return {}
+def dagster_instance() -> DagsterInstance | None:
+    """The DAGSTER_HOME instance when one is configured; else None: the command runs without Dagster."""
+    if not os.environ.get("DAGSTER_HOME"):
+        return None
+    from dagster import DagsterInstance
+
+    return DagsterInstance.get()
 
 
-def dagster_instance() -> DagsterInstance:
-    """The DAGSTER_HOME instance when one is configured, else a throwaway one."""
-    return DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else DagsterInstance.ephemeral()
+@contextmanager
+def command_context(instance: DagsterInstance | None, log_level: str = "INFO") -> Iterator[CommandContext]:
+    """Runs as Dagster jobs on ``instance``, or directly in this process without one."""
+    postgres = Postgres()
+    run_id = uuid.uuid4().hex
+    with snowflake_sessions(sessions_from_env(), run_id) as snowflake:
+        if instance is None:
+            yield CommandContext(
+                LedgerRegistry(postgres), DirectRunner(snowflake, postgres, run_id), snowflake, postgres
+            )
+            return
+        from sf2pg.dagster_runner import DagsterRegistry, DagsterRunner
+
+        yield CommandContext(
+            DagsterRegistry(instance, postgres), DagsterRunner(instance, log_level), snowflake, postgres
+        )
 
 
 def plan_tables(
     specs: list[TableSpec],
-    instance: DagsterInstance | None,
+    instance: DagsterInstance | None = None,
     on_plan: Callable[[TableSpec, Plan], None] | None = None,
     refused: dict[str, str] | None = None,
 ) -> dict[str, Plan]:
-    """Plan every table (one aggregated query each), keep the plan in the ledger, register new chunks.
+    """Plan every table (one aggregated query each), keep the plan in the ledger, register new chunks
+    with ``instance`` when there is one (see ``_plan``)."""
+    with command_context(instance) as context:
+        return _plan(context, specs, on_plan, refused)
 
-    With ``refused``, a table whose input is bad (its Snowflake table missing, its target loaded by
+
+def _plan(
+    context: CommandContext,
+    specs: list[TableSpec],
+    on_plan: Callable[[TableSpec, Plan], None] | None = None,
+    refused: dict[str, str] | None = None,
+) -> dict[str, Plan]:
+    """With ``refused``, a table whose input is bad (its Snowflake table missing, its target loaded by
     another source...) is noted there and the others are planned; without it, the error is raised."""
     plans = {}
-    postgres = PostgresResource()
-    with snowflake_resource(resolve=True).get_connection() as conn:
+    with context.snowflake.get_connection() as conn:
         for spec in specs:
             try:
-                plans[spec.name] = replan(spec, conn, instance, postgres)
+                plans[spec.name] = planning.replan(spec, conn, context.postgres, context.registry.order(spec))
             except InputError as exc:
                 if refused is None:
                     raise
                 refused[spec.name] = str(exc)
                 continue
+            context.registry.register(spec, plans[spec.name].chunks)
             if on_plan:
                 on_plan(spec, plans[spec.name])
     return plans
 
 
-# ---- running a table's job in-process ------------------------------------------------------------
+def _note_run(result: RunResult, outcome: TableOutcome | SyncOutcome) -> None:
+    """The run's totals and every check evaluation; a failed check is one line naming its chunk and what
+    differs."""
+    if result.success:
+        _add_metadata(outcome.metadata, result.metadata)
+    for check in result.checks:
+        outcome.checks[check.name] = outcome.checks.get(check.name, True) and check.passed
+        if not check.passed:
+            where = f" chunk {check.partition}" if check.partition else ""
+            outcome.check_failures.append(f"check {check.name} failed{where}: {check.description or 'mismatch'}")
 
 
-def job_name(command: str, spec: TableSpec) -> str:
-    """``migrate__shop__orders``: what Dagster's Runs page shows for a run the CLI launched."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", f"{command}__{spec.source_name}__{spec.pg_table}")
-
-
-def run_table_job(
-    command: str,
-    spec: TableSpec,
-    instance: DagsterInstance,
-    resources: dict,
-    tags: dict[str, str],
-    run_config: dict | None = None,
-) -> ExecuteInProcessResult:
-    """Materialize the table's asset and its checks in-process, as a job named after the command and
-    the table. Ctrl-C stops the command: Dagster ends an interrupted run as a failed result and
-    returns, and a command over several tables would go on with the next one."""
-    assets_def: AssetsDefinition = build_table_asset(spec)
-    name = job_name(command, spec)
-    defs = Definitions(
-        assets=[assets_def],
-        asset_checks=build_table_checks(spec, spec.blocking_checks),
-        # the asset and the checks a load runs (the per-cell fingerprint only with checks_after_load "cells")
-        jobs=[
-            define_asset_job(
-                name,
-                selection=AssetSelection.assets(assets_def.key).without_checks()
-                | AssetSelection.checks(*after_load(spec)),
-            )
-        ],
-        resources=resources,
-        executor=in_process_executor,
-    )
-    result = defs.resolve_job_def(name).execute_in_process(
-        instance=instance, tags={**run_tags(spec), **tags}, run_config=run_config or {}, raise_on_error=False
-    )
-    if any(e.is_step_failure and e.step_failure_data.error_source == ErrorSource.INTERRUPT for e in result.all_events):
-        raise KeyboardInterrupt
-    return result
-
-
-def _note_checks(result: ExecuteInProcessResult, outcome: TableOutcome | SyncOutcome) -> None:
-    """Every check evaluation of the run; a failed one is one line naming its chunk and what differs."""
-    for evaluation in result.get_asset_check_evaluations():
-        name = evaluation.check_name
-        outcome.checks[name] = outcome.checks.get(name, True) and evaluation.passed
-        if not evaluation.passed:
-            where = f" chunk {evaluation.partition}" if getattr(evaluation, "partition", None) else ""
-            outcome.check_failures.append(f"check {name} failed{where}: {evaluation.description or 'mismatch'}")
-
-
-def _logging(log_level: str) -> dict:
-    return {"loggers": {"console": {"config": {"log_level": log_level}}}}
-
-
-def _ranges(order: list[str], wanted: set[str]) -> list[tuple[str, str]]:
-    """Maximal runs of consecutive partitions (in Dagster's order) that are all wanted."""
+def _ranges(order: list[str], wanted: set[str]) -> list[list[str]]:
+    """Maximal runs of consecutive partitions (in the registry's order) that are all wanted."""
     out: list[list[str]] = []
     previous_wanted = False
     for key in order:
         if key in wanted:
             if previous_wanted:
-                out[-1][1] = key
+                out[-1].append(key)
             else:
-                out.append([key, key])
+                out.append([key])
         previous_wanted = key in wanted
-    return [(first, last) for first, last in out]
+    return out
 
 
 def _add_metadata(total: dict, more: dict) -> None:
@@ -188,7 +158,7 @@ def _add_metadata(total: dict, more: dict) -> None:
 def migrate(
     config: AppConfig,
     specs: list[TableSpec],
-    instance: DagsterInstance,
+    instance: DagsterInstance | None = None,
     confirm_truncate: bool = False,
     on_plan: Callable[[TableSpec, Plan], None] | None = None,
     on_table_done: Callable[[TableOutcome], None] | None = None,
@@ -199,64 +169,59 @@ def migrate(
     ``confirm_truncate`` for a ``truncate_onstart`` table), one run per contiguous range of them (a
     single run for a first load). A chunk that completed stays as it is: a re-run after a failure or a
     kill reads only what is missing."""
-    resources = build_resources(resolve_env=True)
-    refused: dict[str, str] = {}
-    plans = plan_tables(specs, instance, on_plan, refused)
-    postgres = PostgresResource()
-    outcomes = []
-    for spec in specs:
-        if spec.name in refused:
-            outcomes.append(TableOutcome(spec, None, success=False, error=refused[spec.name]))
-            continue
-        outcome = TableOutcome(spec, plans[spec.name], success=True)
-        order = [k for k in instance.get_dynamic_partitions(partitions_name(spec)) if not k.startswith("inc_")]
-        _tidy_up_after_an_interrupted_load(spec, postgres)
-        if reload or (confirm_truncate and spec.truncate_onstart):  # truncating means loading it all again
-            with postgres.get_connection(spec.pg_database) as conn:
-                ledger.request_reload(conn, spec.pg_schema, spec.pg_table)
-        report_loaded(instance, spec, postgres)  # chunks loaded while this instance was not looking
-        backfill = _to_backfill(postgres, spec, plans[spec.name]) & set(order)
-        todo = (_to_load(postgres, spec) | backfill) & set(order)
-        if order and not todo:
-            outcome.note = f"all {len(order)} chunk(s) already loaded (--reload loads them again)"
-        elif backfill:
-            outcome.note = (
-                f"{len(backfill)} chunk(s) loaded before a column was added to the target are loaded again, "
-                "to fill it for their rows that have not changed since"
-            )
-        for first, last in _ranges(order, todo):
-            result = run_table_job(
-                "migrate",
-                spec,
-                instance,
-                resources,
-                {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: last},
-                {
-                    "ops": {build_table_asset(spec).op.name: {"config": {"confirm_truncate": confirm_truncate}}},
-                    **_logging(log_level),
-                },
-            )
-            if result.success:
-                _add_metadata(outcome.metadata, run_metadata(result))
-            else:
-                outcome.success = False
-                outcome.error = failure_message(result)
-            _note_checks(result, outcome)
-        if outcome.success:
-            missing = [k for k in order if _states(postgres, spec).get(k) != "completed"]
-            if missing:
-                outcome.success = False
-                outcome.error = f"{len(missing)} of {len(order)} chunk(s) are not loaded: {', '.join(missing[:5])}"
-        if outcome.check_failures:
-            outcome.success = False
-            outcome.error = outcome.error or "; ".join(outcome.check_failures[:5])
-        outcomes.append(outcome)
-        if on_table_done:
-            on_table_done(outcome)
+    with command_context(instance, log_level) as context:
+        refused: dict[str, str] = {}
+        plans = _plan(context, specs, on_plan, refused)
+        outcomes = []
+        for spec in specs:
+            if spec.name in refused:
+                outcomes.append(TableOutcome(spec, None, success=False, error=refused[spec.name]))
+                continue
+            outcome = _migrate_table(context, spec, plans[spec.name], confirm_truncate, reload)
+            outcomes.append(outcome)
+            if on_table_done:
+                on_table_done(outcome)
     return outcomes
 
 
-def _to_backfill(postgres: PostgresResource, spec: TableSpec, plan: Plan) -> set[str]:
+def _migrate_table(
+    context: CommandContext, spec: TableSpec, plan: Plan, confirm_truncate: bool, reload: bool
+) -> TableOutcome:
+    postgres = context.postgres
+    outcome = TableOutcome(spec, plan, success=True)
+    order = context.registry.order(spec)
+    _tidy_up_after_an_interrupted_load(spec, postgres, context.snowflake)
+    if reload or (confirm_truncate and spec.truncate_onstart):  # truncating means loading it all again
+        with postgres.get_connection(spec.pg_database) as conn:
+            ledger.request_reload(conn, spec.pg_schema, spec.pg_table)
+    context.registry.report_loaded(spec)
+    backfill = _to_backfill(postgres, spec, plan) & set(order)
+    todo = (_to_load(postgres, spec) | backfill) & set(order)
+    if order and not todo:
+        outcome.note = f"all {len(order)} chunk(s) already loaded (--reload loads them again)"
+    elif backfill:
+        outcome.note = (
+            f"{len(backfill)} chunk(s) loaded before a column was added to the target are loaded again, "
+            "to fill it for their rows that have not changed since"
+        )
+    for keys in _ranges(order, todo):
+        result = context.runner.run("migrate", spec, keys, order, {}, confirm_truncate)
+        if not result.success:
+            outcome.success = False
+            outcome.error = result.error
+        _note_run(result, outcome)
+    if outcome.success:
+        missing = [k for k in order if _states(postgres, spec).get(k) != "completed"]
+        if missing:
+            outcome.success = False
+            outcome.error = f"{len(missing)} of {len(order)} chunk(s) are not loaded: {', '.join(missing[:5])}"
+    if outcome.check_failures:
+        outcome.success = False
+        outcome.error = outcome.error or "; ".join(outcome.check_failures[:5])
+    return outcome
+
+
+def _to_backfill(postgres: Connects, spec: TableSpec, plan: Plan) -> set[str]:
     """Chunks loaded before a column the target gained since (their unchanged rows hold NULL there):
     those the ledger knows of, or every chunk when the source has a column no load has seen yet (the
     run's load adds it)."""
@@ -269,25 +234,24 @@ def _to_backfill(postgres: PostgresResource, spec: TableSpec, plan: Plan) -> set
     return known
 
 
-def _to_load(postgres: PostgresResource, spec: TableSpec) -> set[str]:
+def _to_load(postgres: Connects, spec: TableSpec) -> set[str]:
     _states(postgres, spec)  # a dropped target is planned again first
     with postgres.get_connection(spec.pg_database) as conn:
         return ledger.to_load(conn, spec.pg_schema, spec.pg_table)
 
 
-def _tidy_up_after_an_interrupted_load(spec: TableSpec, postgres: PostgresResource) -> None:
+def _tidy_up_after_an_interrupted_load(spec: TableSpec, postgres: Connects, snowflake: Any) -> None:
     """A full load killed after its last chunk but before it rebuilt what it dropped leaves nothing to
     resume; rebuild its indexes (and key) now. A key it received twice empties and fails the chunks
     holding it (``keys.rebuild``), which the resumed migration then loads."""
     from sf2pg.load import indexes, keys
     from sf2pg.load.target import ColumnRules, prepare_target
-    from sf2pg.partitions import source_columns
 
     with postgres.get_connection(spec.pg_database) as conn:
         if not indexes.saved_any(conn, spec.pg_schema, spec.pg_table):
             return
-    with snowflake_resource(resolve=True).get_connection() as sf:
-        columns = source_columns(sf, spec)
+    with snowflake.get_connection() as sf:
+        columns = planning.source_columns(sf, spec)
     with postgres.get_connection(spec.pg_database) as conn:
         where = f"table {spec.name} ({spec.config_path})"
         target = prepare_target(
@@ -302,7 +266,7 @@ def _tidy_up_after_an_interrupted_load(spec: TableSpec, postgres: PostgresResour
             indexes.unlock_indexes(conn, spec.pg_schema, spec.pg_table)
 
 
-def _states(postgres: PostgresResource, spec: TableSpec) -> dict[str, str]:
+def _states(postgres: Connects, spec: TableSpec) -> dict[str, str]:
     """The ledger's chunk states; a target table dropped since holds nothing, whatever they said."""
     with postgres.get_connection(spec.pg_database) as conn:
         states = ledger.chunk_states(conn, spec.pg_schema, spec.pg_table)
@@ -315,35 +279,25 @@ def _states(postgres: PostgresResource, spec: TableSpec) -> dict[str, str]:
         return states
 
 
-def known_chunks(spec: TableSpec, instance: DagsterInstance | None, sf_conn: object) -> list:
-    """The table's chunks as Dagster and the ledger know them; planned afresh (unregistered) if neither does."""
-    from sf2pg.chunks import parse_chunk_key
-    from sf2pg.partitions import loaded_chunk_keys, source_columns
-    from sf2pg.planning import plan_table
-
-    keys = list(instance.get_dynamic_partitions(partitions_name(spec))) if instance else []
-    keys += [k for k in loaded_chunk_keys(PostgresResource(), spec) if k not in keys]
-    chunks = [parse_chunk_key(spec.chunking_type, k) for k in keys]
+def _verify_chunks(context: CommandContext, spec: TableSpec, sf_conn: Any) -> list:
+    """The table's chunks as the registry and the ledger know them; planned afresh (and not recorded)
+    if neither does."""
+    chunks = planning.known_chunks(spec, context.postgres, context.registry.order(spec))
     if chunks:
-        return [c for c in chunks if not c.is_incremental]
-    return plan_table(
-        sf_conn, spec.sf_database, spec.sf_schema, spec.sf_table, source_columns(sf_conn, spec),
-        spec.chunking_column, spec.chunking_type, spec.source_filter, spec.rows_per_chunk,
-    ).chunks  # fmt: skip
+        return chunks
+    return planning.replan(spec, sf_conn, None).chunks
 
 
-def verify(specs: list[TableSpec], instance: DagsterInstance | None) -> list:
+def verify(specs: list[TableSpec], instance: DagsterInstance | None = None) -> list:
     """Row counts and per-chunk fingerprints for each table (the asset checks, headless)."""
-    from sf2pg.partitions import source_columns
     from sf2pg.reconcile import verify_table
 
     verdicts = []
-    postgres = PostgresResource()
-    with snowflake_resource(resolve=True).get_connection() as sf:
+    with command_context(instance) as context, context.snowflake.get_connection() as sf:
         for spec in specs:
-            with postgres.get_connection(spec.pg_database) as pg:
-                chunks = known_chunks(spec, instance, sf)
-                verdict = verify_table(sf, pg, spec, source_columns(sf, spec), chunks)
+            with context.postgres.get_connection(spec.pg_database) as pg:
+                chunks = _verify_chunks(context, spec, sf)
+                verdict = verify_table(sf, pg, spec, planning.source_columns(sf, spec), chunks)
                 # a chunk found different is reloaded by the next `sf2pg migrate`, once the cause is fixed
                 ledger.record_checks(pg, spec.pg_schema, spec.pg_table, {c.key: c.passed for c in verdict.chunks})
                 verdicts.append(verdict)
@@ -364,40 +318,41 @@ class SyncOutcome:
     check_failures: list[str] = field(default_factory=list)
 
 
-def sync(specs: list[TableSpec], instance: DagsterInstance, log_level: str = "INFO") -> list[SyncOutcome]:
-    """One incremental pass, headless: the sensor's decision (``plan_window``) and its run, per table."""
-    from sf2pg.incremental import plan_window
-    from sf2pg.partitions import known_chunks, register, source_columns, window_run
+def sync(specs: list[TableSpec], instance: DagsterInstance | None = None, log_level: str = "INFO") -> list[SyncOutcome]:
+    """One incremental pass: the sensor's decision (``plan_window``) and its run, per table."""
+    with command_context(instance, log_level) as context:
+        return [_sync_table(context, spec) for spec in specs]
 
-    resources = build_resources(resolve_env=True)
-    postgres = PostgresResource()
-    outcomes = []
-    with snowflake_resource(resolve=True).get_connection() as sf:
-        for spec in specs:
-            if not spec.source_watermark:
-                outcomes.append(SyncOutcome(spec, note="no source_watermark: not synced"))
-                continue
-            chunks = known_chunks(spec, instance, postgres)
-            register(instance, spec, chunks)  # a throwaway instance learns the plan from the ledger
-            with postgres.get_connection(spec.pg_database) as pg:
-                plan = plan_window(sf, pg, spec, source_columns(sf, spec), chunks)
-            run = window_run(spec, plan, instance)
-            if run is None:
-                outcomes.append(SyncOutcome(spec, note=plan.note or "up to date", success=plan.loaded))
-                continue
-            result = run_table_job("sync", spec, instance, resources, run.tags, _logging(log_level))
-            window = plan.window
-            assert window is not None
-            outcome = SyncOutcome(spec, f"{watermark_text(window.read_from)} .. {watermark_text(window.high)}")
-            outcome.success = result.success
-            if result.success:
-                outcome.metadata = run_metadata(result)
-                outcome.deleted = int(outcome.metadata.get("rows_deleted_by_delete_detection", 0))
-            else:
-                outcome.note = failure_message(result)
-            _note_checks(result, outcome)
-            if outcome.check_failures:
-                outcome.success = False
-                outcome.note = outcome.note or "; ".join(outcome.check_failures[:5])
-            outcomes.append(outcome)
-    return outcomes
+
+def _sync_table(context: CommandContext, spec: TableSpec) -> SyncOutcome:
+    from sf2pg.incremental import plan_window, window_range
+
+    if not spec.source_watermark:
+        return SyncOutcome(spec, note="no source_watermark: not synced")
+    chunks = planning.known_chunks(spec, context.postgres, context.registry.order(spec))
+    context.registry.register(spec, chunks)  # a new instance learns the plan from the ledger
+    with context.snowflake.get_connection() as sf, context.postgres.get_connection(spec.pg_database) as pg:
+        plan = plan_window(sf, pg, spec, planning.source_columns(sf, spec), chunks)
+    if plan.window is None:
+        return SyncOutcome(spec, note=plan.note or "up to date", success=plan.loaded)
+    context.registry.register(spec, plan.new_chunks)
+    order = context.registry.order(spec)
+    found = window_range(spec, plan, order)
+    if found is None:
+        return SyncOutcome(spec, note=plan.note or "up to date", success=plan.loaded)
+    keys = order[order.index(found[0]) : order.index(found[1]) + 1]
+    tags = {**plan.window.tags, "sf2pg/incremental": "true"}
+    result = context.runner.run("sync", spec, keys, order, tags)
+    window = plan.window
+    outcome = SyncOutcome(spec, f"{watermark_text(window.read_from)} .. {watermark_text(window.high)}")
+    outcome.success = result.success
+    if result.success:
+        _note_run(result, outcome)
+        outcome.deleted = int(outcome.metadata.get("rows_deleted_by_delete_detection", 0))
+    else:
+        outcome.note = result.error or "run failed"
+        _note_run(result, outcome)
+    if outcome.check_failures:
+        outcome.success = False
+        outcome.note = outcome.note or "; ".join(outcome.check_failures[:5])
+    return outcome

@@ -229,3 +229,43 @@ def test_rows_per_second_are_measured_over_each_tables_own_load(monkeypatch: pyt
     rates = [t.fields["rate"] for t in [*display.progress.tasks, *third.progress.tasks]]
     assert rates == [pytest.approx(500), pytest.approx(500), pytest.approx(500)]  # not 1,000 rows / 63 s
     assert [t.completed for t in display.progress.tasks] == [1, 1]
+
+
+_WITHOUT_DAGSTER = """
+import runpy, sys
+sys.argv = ["sf2pg", *sys.argv[1:]]
+try:
+    runpy.run_module("sf2pg.cli", run_name="__main__")
+except SystemExit as exc:
+    code = exc.code
+print("dagster imported" if any(m.split(".")[0] == "dagster" for m in sys.modules) else "dagster not imported")
+sys.exit(code)
+"""
+
+
+def test_commands_without_dagster_home_load_and_check_without_importing_dagster(world: World, tmp_path: Path):
+    """Without DAGSTER_HOME a Dagster instance would be thrown away with the process: the CLI runs its
+    loads directly through the same engine, with the same checks and ledger, and never pays Dagster's
+    start-up."""
+    seed_all_types(world, 300)
+    raw = all_types_config(world)
+    raw["sources"][0]["tables"][0]["source_watermark"] = "TS_NTZ"
+    config = write_config(tmp_path, raw)
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", _WITHOUT_DAGSTER, "--config", config, *args],
+            capture_output=True, text=True, cwd=REPO, env={**env, "COLUMNS": "200"}, timeout=300,
+        )  # fmt: skip
+
+    for args in (("migrate",), ("sync",), ("verify",), ("status",)):
+        result = run(*args)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.rstrip().endswith("dagster not imported"), (args, result.stdout)
+    world.pg_query("UPDATE tgt.all_types SET n_int = n_int + 1 WHERE id = 7")  # one changed cell: verify sees it
+    result = run("verify")
+    assert result.returncode == 1 and "src.all_types" in result.stderr + result.stdout
+    assert world.pg_query("SELECT count(*) FROM tgt.all_types") == [(301,)]
+    states = world.pg_query("SELECT DISTINCT status FROM migration_status.chunk_state")
+    assert states == [("completed",)]

@@ -108,7 +108,8 @@ def test_table_inherits_threads_from_source_then_top_level():
     raw = with_table(parallel_threads=None, batch_size=None)
     raw["sources"][0]["parallel_threads"] = 6
     [spec] = parse_config(raw).tables()
-    assert (spec.parallel_threads, spec.batch_size, spec.rows_per_chunk) == (6, 25000, 1_000_000)
+    # rows_per_chunk unset: the planner sizes chunks from the table's row count (planning.auto_chunk_rows)
+    assert (spec.parallel_threads, spec.batch_size, spec.rows_per_chunk) == (6, 25000, None)
 
     del raw["sources"][0]["parallel_threads"]
     [spec] = parse_config(raw).tables()
@@ -120,7 +121,11 @@ def test_defaults_apply_when_no_level_sets_a_value():
     del raw["parallel_threads"], raw["batch_size"]
     raw["sources"][0]["tables"] = [{"source": "T"}]
     [spec] = parse_config(raw).tables()
-    assert (spec.parallel_threads, spec.batch_size, spec.rows_per_chunk) == (4, 50_000, 1_000_000)
+    assert (spec.parallel_threads, spec.batch_size, spec.rows_per_chunk) == (
+        4,
+        50_000,
+        None,
+    )  # None: sized from the table (auto)
     assert (spec.chunking_column, spec.chunking_type, spec.uniqueness_columns) == (None, None, ())
     assert not spec.truncate_onstart and not spec.insert_only_mode
 

@@ -20,8 +20,8 @@ from sf2pg.extract import STREAM_READ_AHEAD, SnowflakeChunkSource, stream_query
 from sf2pg.load.conform import conform
 from sf2pg.load.target import prepare_target
 from sf2pg.resources import snowflake_resource
-from sf2pg.snowflake_connection import DEFAULT_PREFETCH_THREADS
 from sf2pg.runs import migrate, sync, verify
+from sf2pg.snowflake_connection import DEFAULT_PREFETCH_THREADS
 from sf2pg.typemap import SourceColumn
 from sf2pg_tests.conftest import EMULATOR_SETTINGS
 from sf2pg_tests.harness import World, source_rows, target_rows

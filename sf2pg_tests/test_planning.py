@@ -176,3 +176,23 @@ def test_fractional_and_negative_ids_round_down_into_whole_buckets():
 )  # fmt: skip
 def test_a_chunking_type_fits_only_the_snowflake_types_it_plans_exactly(kind, sf_type, fits):
     assert (chunking_type_problem(kind, sf_type) is None) == fits
+
+
+def test_unset_rows_per_chunk_gives_two_chunks_per_thread_between_100k_and_1m_rows():
+    from sf2pg.planning import auto_chunk_rows
+
+    assert auto_chunk_rows(1_000_000, 4) == 125_000  # 8 chunks: every thread busy, and one more each
+    assert auto_chunk_rows(50_000_000, 4) == 1_000_000  # a big table: chunks stay small enough to retry
+    assert auto_chunk_rows(300_000, 4) == 100_000  # a small one: no chunk so small its overhead shows
+    assert auto_chunk_rows(0, 4) == 100_000
+    assert auto_chunk_rows(1_000_000, 1) == 500_000
+
+
+def test_a_1m_row_table_without_rows_per_chunk_plans_enough_chunks_for_its_threads():
+    from sf2pg.planning import auto_chunk_rows
+
+    # the distribution query's ID buckets: (bucket, rows, smallest ID, largest ID)
+    buckets, _ = buckets_from_rows("id", [(i, 250, i * 250, i * 250 + 249) for i in range(4096)])
+    assert sum(b.rows for b in buckets) == 1_024_000
+    chunks = tile("id", buckets, auto_chunk_rows(1_024_000, 4))
+    assert 8 <= len(chunks) <= 9

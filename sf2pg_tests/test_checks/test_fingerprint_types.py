@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sf2pg.config import parse_config
-from sf2pg.partitions import loaded_chunk_keys
+from sf2pg.planning import ledger_chunk_keys as loaded_chunk_keys
 from sf2pg.resources import PostgresResource
 from sf2pg_tests.harness import Stack, World
 from sf2pg_tests.test_cli import run_cli
