@@ -30,7 +30,7 @@ from typing import Any
 
 from sf2pg.bench import content, peers, source_table
 from sf2pg.bench.contenders import contenders
-from sf2pg.bench.processes import Run, parse_importtime, run_timed, top_imports
+from sf2pg.bench.processes import Run, ServerClock, parse_importtime, run_timed, top_imports
 from sf2pg.bench.report import console, machine_facts, print_importtimes, print_report, verdict_json
 from sf2pg.bench.settling import settle
 from sf2pg.bench.targets import evaluate
@@ -147,6 +147,14 @@ def start_stack(options: Options, postgres: Any | None) -> Stack:
     return Stack(process_env({**pg_env, **emulator.env()}), emulator, postgres)
 
 
+def server_clock(stack: Stack) -> ServerClock | None:
+    """The emulator's and the embedded PostgreSQL's CPU clock; None with the caller's own server."""
+    if stack.postgres is None or stack.emulator.process is None:
+        return None
+    postmaster = int((stack.postgres.data_dir / "postmaster.pid").read_text().split()[0])
+    return ServerClock([stack.emulator.process.pid, postmaster])
+
+
 def _chunks(schema: str) -> int:
     """The chunks sf2pg planned for its target in ``schema`` (what the config's chunk size made of the table)."""
     import psycopg
@@ -176,6 +184,7 @@ class Bench:
         self.all = contenders(options.rows)
         self.configs = write_configs(self.state, options.rows)
         self.peers = peers.find_peers(options.peers)
+        self.servers = server_clock(stack)
         self.load_average: list[tuple[float, float, float]] = []
         self.inserted = 0  # rows the rounds' changes have added to the source so far
         self.sling_loaded = False  # this round's Sling full refresh is exact: its incremental run can follow
@@ -190,7 +199,10 @@ class Bench:
     # -- helpers --
 
     def time(self, key: str, argv: list[str], env: dict[str, str] | None = None) -> Run:
+        before = self.servers.now() if self.servers else None
         run = run_timed(argv, env or self.env, self.state, self.options.timeout)
+        if self.servers and before is not None:
+            run.server_cpu_s = self.servers.now() - before
         console.print(
             f"  {self.all[key].label}: {run.seconds:.2f}s"
             + ("" if run.ok else f" [red]failed[/] (exit {run.exit_code})"),

@@ -25,6 +25,7 @@ class Run:
     exit_code: int
     output: str  # the last lines of stdout and stderr together, for a failure's message
     timed_out: bool = False
+    server_cpu_s: float | None = None  # the emulator's and PostgreSQL's CPU meanwhile, when they are ours
 
     @property
     def ok(self) -> bool:
@@ -67,6 +68,7 @@ class Summary:
     median_s: float
     cpu_s: float
     rounds_s: list[float]
+    server_cpu_s: float | None = None  # median; None when a server is not the benchmark's own
 
     @classmethod
     def of(cls, runs: Sequence[Run]) -> Summary | None:
@@ -74,7 +76,30 @@ class Summary:
         if not good:
             return None
         times = [r.seconds for r in good]
-        return cls(min(times), statistics.median(times), statistics.median(r.cpu_s for r in good), times)
+        servers = [r.server_cpu_s for r in good if r.server_cpu_s is not None]
+        return cls(
+            min(times), statistics.median(times), statistics.median(r.cpu_s for r in good), times,
+            statistics.median(servers) if len(servers) == len(good) else None,
+        )  # fmt: skip
+
+
+class ServerClock:
+    """CPU seconds the benchmark's own servers spend: the emulator's process and the PostgreSQL
+    postmaster with every backend it has reaped. On a machine with few cores, a command's wall time
+    cannot go below (its CPU + the servers' CPU) / cores, which is what a ratio to the read-only
+    baseline (which leaves PostgreSQL idle) has to be read against."""
+
+    def __init__(self, pids: Sequence[int]) -> None:
+        import psutil
+
+        self.processes = [psutil.Process(pid) for pid in pids]
+
+    def now(self) -> float:
+        total = 0.0
+        for p in self.processes:
+            t = p.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        return total
 
 
 # ---- python -X importtime ------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sf2pg.bench.contenders import BASELINES, Contender
+from sf2pg.bench.processes import Summary
 from sf2pg.bench.targets import Verdict
 
 console = Console(width=140)
@@ -27,7 +28,7 @@ def _fmt(value: float | None, unit: str = "s") -> str:
 
 def print_report(all_: dict[str, Contender], verdicts: list[Verdict], rounds: int) -> None:
     table = Table(title=f"whole commands, fresh processes: best and median of {rounds} interleaved round(s)")
-    for column in ("contender", "best", "median", "CPU", "vs baseline", "medians", "content / note"):
+    for column in ("contender", "best", "median", "CPU", "servers' CPU", "vs baseline", "medians", "content / note"):
         table.add_column(column, justify="left" if column in ("contender", "content / note") else "right")
     summaries = {k: c.summary() for k, c in all_.items()}
     group = None
@@ -40,18 +41,20 @@ def print_report(all_: dict[str, Contender], verdicts: list[Verdict], rounds: in
         is_base = key == BASELINES[c.group]
         note = f"skipped: {c.skipped}" if c.skipped else next((n for n in reversed(c.notes) if n), "")
         if s is None:
-            table.add_row(c.label, "", "", "", "", "", note or c.missing())
+            table.add_row(c.label, "", "", "", "", "", "", note or c.missing())
             continue
         table.add_row(
             c.label,
             _fmt(s.best_s),
             _fmt(s.median_s),
             _fmt(s.cpu_s),
+            _fmt(s.server_cpu_s),
             "" if is_base or base is None else f"{s.best_s / base.best_s:.2f}x",
             "" if is_base or base is None else f"{s.median_s / base.median_s:.2f}x",
             note,
         )
     console.print(table)
+    _print_cpu_floors(all_, summaries)
     targets = Table(title="the issue's targets (ratio of the best times; medians beside)")
     for column in ("target", "ratio", "medians", "bound", "met?"):
         targets.add_column(column, justify="left" if column in ("target", "met?") else "right")
@@ -60,6 +63,28 @@ def print_report(all_: dict[str, Contender], verdicts: list[Verdict], rounds: in
         status = f"[{colour}]{v.status}[/]" + (f" ({v.why})" if v.why else "")
         targets.add_row(v.target.label, _fmt(v.ratio, "x"), _fmt(v.median_ratio, "x"), v.target.bound(), status)
     console.print(targets)
+
+
+def cpu_floor(s: Summary, cores: int) -> float | None:
+    """The least wall time any schedule of this much CPU (the command's and the servers') can take."""
+    return None if s.server_cpu_s is None else (s.cpu_s + s.server_cpu_s) / cores
+
+
+def _print_cpu_floors(all_: dict[str, Contender], summaries: dict[str, Summary | None]) -> None:
+    """For the full loads: how far the CPU they need lets them come to the read-only baseline here."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    base = summaries.get(BASELINES["full load"])
+    for key, c in all_.items():
+        s = summaries[key]
+        if c.group != "full load" or s is None or base is None or key == BASELINES["full load"]:
+            continue
+        floor = cpu_floor(s, cores)
+        if floor is not None:
+            console.print(
+                f"  {c.label}: {s.cpu_s:.2f} + {s.server_cpu_s:.2f} servers' CPU-s on {cores} core(s): "
+                f"no schedule beats {floor:.2f}s = {floor / base.best_s:.2f}x of the baseline's best",
+                highlight=False,
+            )
 
 
 def print_importtimes(found: dict[str, dict[str, Any]], all_: dict[str, Contender]) -> None:
