@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, cast
 
-import sqlglot
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
-from sqlglot import exp
 
 from sf2pg.identifiers import PG_MAX_NAME_BYTES, pg_name_for
 from sf2pg.typemap import parse_declared
@@ -645,7 +643,13 @@ def _table_problems(table: TableConfig, path: str, invalid: set[str]) -> list[Co
 
 
 def _filter_problems(text: str, path: str) -> list[ConfigProblem]:
-    """A filter is pasted into a WHERE clause, so it must parse as exactly one boolean expression."""
+    """A filter is pasted into a WHERE clause, so it must parse as exactly one boolean expression.
+
+    sqlglot is imported here, not at the top: only a config with a filter pays for it (50 ms)."""
+    import sqlglot
+    from sqlglot import exp
+
+    statements = (exp.DDL, exp.DML, exp.Drop, exp.Command, exp.Alter, exp.Use, exp.Set, exp.Transaction)
     if not text.strip():
         return [ConfigProblem(path, "is empty", 'remove the key, or write a condition such as "ID > 0"')]
     example = 'write only the condition, e.g. "ID > 1000000", with no statement separators or comments'
@@ -660,17 +664,12 @@ def _filter_problems(text: str, path: str) -> list[ConfigProblem]:
     if len(parsed) != 1 or ";" in (t.text for t in tokens):
         return [ConfigProblem(path, "must be a single boolean expression; `;` is not allowed", example)]
     [node] = parsed
-    if node.find(*_STATEMENTS):
+    if node.find(*statements):
         return [
-            ConfigProblem(
-                path, f"must be a condition, not a statement ({node.find(*_STATEMENTS).key.upper()})", example
-            )
+            ConfigProblem(path, f"must be a condition, not a statement ({node.find(*statements).key.upper()})", example)
         ]
     while isinstance(node, exp.Paren):
         node = node.this
     if not isinstance(node, exp.Predicate | exp.Connector | exp.Not | exp.Boolean | exp.Func):
         return [ConfigProblem(path, f"must be a boolean condition, but {text.strip()!r} is not one", example)]
     return []
-
-
-_STATEMENTS = (exp.DDL, exp.DML, exp.Drop, exp.Command, exp.Alter, exp.Use, exp.Set, exp.Transaction)

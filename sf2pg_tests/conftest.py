@@ -45,7 +45,7 @@ def stack() -> Stack:
     yield Stack(emulator, pg_env, work, server)
     os.environ.clear()
     os.environ.update(saved)
-    emulator.stop()
+    emulator.stop(grace=1)
     if server is not None:
         server.stop()
     shutil.rmtree(work, ignore_errors=True)

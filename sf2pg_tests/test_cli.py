@@ -232,10 +232,11 @@ def test_rows_per_second_are_measured_over_each_tables_own_load(monkeypatch: pyt
 
 
 _WITHOUT_DAGSTER = """
-import runpy, sys
+import sys
+from sf2pg.cli import main  # main, not the console script's run(): that one leaves by os._exit
 sys.argv = ["sf2pg", *sys.argv[1:]]
 try:
-    runpy.run_module("sf2pg.cli", run_name="__main__")
+    main()
 except SystemExit as exc:
     code = exc.code
 print("dagster imported" if any(m.split(".")[0] == "dagster" for m in sys.modules) else "dagster not imported")

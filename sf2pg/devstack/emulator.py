@@ -213,11 +213,13 @@ class Emulator:
         with urlopen(f"http://{self.host}:{self.port}{INTROSPECT}/{what}", timeout=10) as response:
             return json.loads(response.read())
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 10) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds (uvicorn waits for idle keep-alive connections;
+        an in-memory emulator at the end of a test session has nothing to save)."""
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(10)
+                self.process.wait(grace)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
