@@ -124,8 +124,10 @@ class Stack:
 
 def process_env(extra: dict[str, str]) -> dict[str, str]:
     """The caller's environment with the stack's connections, and no Dagster instance or config of theirs:
-    each command then uses a throwaway Dagster instance, as a plain ``sf2pg`` invocation does."""
-    dropped = ("DAGSTER_HOME", "SF2PG_CONFIG")
+    each command then runs without Dagster, as a plain ``sf2pg`` invocation does. Nor
+    ``PYTHONDONTWRITEBYTECODE``: a user's Python caches compiled modules after the first run, and a
+    process that compiles sf2pg's sources on every start measures something no user waits for."""
+    dropped = ("DAGSTER_HOME", "SF2PG_CONFIG", "PYTHONDONTWRITEBYTECODE")
     env = {k: v for k, v in os.environ.items() if k not in dropped and not k.startswith(("PG", "SNOWFLAKE_"))}
     env.update(extra)
     env.setdefault("PYTHONUNBUFFERED", "1")
