@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import difflib
 import json
 import logging
 import os
+import re
 import sys
 import time
 import warnings
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -452,8 +454,35 @@ def _version() -> str:
         return "unknown"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, plus a "did you mean" for a mistyped command or option."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(message + _did_you_mean(self, message))
+
+
+def _did_you_mean(parser: argparse.ArgumentParser, message: str) -> str:
+    commands = [
+        name for a in parser._actions if isinstance(a, argparse._SubParsersAction) for name in a.choices
+    ]  # fmt: skip
+    options = {o for a in parser._actions for o in a.option_strings}
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            options |= {o for sub in a.choices.values() for b in sub._actions for o in b.option_strings}
+    if m := re.search(r"invalid choice: '([^']*)'", message):
+        wrong, known = [m.group(1)], commands
+    elif m := re.search(r"unrecognized arguments: (.*)", message):
+        wrong, known = [w.split("=")[0] for w in m.group(1).split() if w.startswith("-")], sorted(options)
+    else:
+        return ""
+    hints = [(w, close[0]) for w in wrong if (close := difflib.get_close_matches(w, known, n=1, cutoff=0.6))]
+    if len(hints) == 1 and len(wrong) == 1:
+        return f" (did you mean '{hints[0][1]}'?)"
+    return f" (did you mean {', '.join(f'{right!r} for {w!r}' for w, right in hints)}?)" if hints else ""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sf2pg",
         description="Copy and keep in sync Snowflake tables in PostgreSQL, on Dagster.",
     )
@@ -462,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sf2pg {_version()}")
     # Global options work after the command too (`sf2pg migrate --config x`): each command accepts them,
     # and SUPPRESS keeps a command that was not given one from resetting the value given before it.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS, help=config_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

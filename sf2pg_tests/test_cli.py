@@ -87,6 +87,15 @@ def test_a_t_that_names_no_table_is_a_usage_error_with_a_did_you_mean(capsys):
     assert code == 2 and "no source named 'analytic'" in out and "did you mean 'analytics'?" in out
 
 
+def test_a_mistyped_command_or_option_is_a_usage_error_that_names_the_one_meant(capsys):
+    code, out = run_cli(capsys, "migrat")
+    assert code == 2 and "did you mean 'migrate'?" in out, out
+    code, out = run_cli(capsys, "migrate", "--confg", "x.json", "--relaod")
+    assert code == 2 and "did you mean '--config' for '--confg', '--reload' for '--relaod'?" in out, out
+    code, out = run_cli(capsys, "migrate", "--xyzzy")
+    assert code == 2 and "unrecognized arguments: --xyzzy" in out and "did you mean" not in out, out
+
+
 def test_an_unreachable_postgresql_fails_a_load_at_once_naming_host_and_port(
     world: World, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ):
