@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
-from sf2pg.bench.processes import Run, Summary, parse_importtime, run_timed, top_imports
+from sf2pg.bench.processes import Run, ServerClock, Summary, parse_importtime, run_timed, top_imports
+from sf2pg.bench.report import cpu_floor
 
 
 def test_a_process_is_timed_to_its_exit_with_its_cpu_and_output(tmp_path: Path):
@@ -77,3 +79,29 @@ def test_importtime_of_a_real_process_parses(tmp_path: Path):
 
     out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import json"], capture_output=True, text=True)
     assert "json" in [e.module for e in parse_importtime(out.stderr) if e.depth == 0]
+
+
+def test_the_servers_clock_counts_a_server_process_and_the_children_it_reaped(tmp_path: Path):
+    """Like the postmaster, whose backends' CPU shows only once they have exited and been reaped."""
+    import subprocess
+
+    server = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys; subprocess.run([sys.executable, '-c', "
+         "'import time\\nt = time.process_time()\\nwhile time.process_time() - t < 0.3: pass']); input()"],
+        stdin=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        clock = ServerClock([server.pid])
+        start = clock.now()
+        deadline = time.monotonic() + 20
+        while clock.now() - start < 0.25 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert clock.now() - start >= 0.25
+    finally:
+        server.communicate(b"\n", timeout=20)
+
+
+def test_a_loads_cpu_floor_is_its_cpu_and_the_servers_over_the_cores():
+    s = Summary(best_s=3.0, median_s=3.2, cpu_s=2.0, rounds_s=[3.0], server_cpu_s=3.0)
+    assert cpu_floor(s, cores=2) == 2.5
+    assert cpu_floor(Summary(1.0, 1.0, 1.0, [1.0]), cores=2) is None  # the caller's own server: unknown
