@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sf2pg import cli
-from sf2pg.cli import main
+from sf2pg.cli import main as cli
+from sf2pg.cli.main import main
 from sf2pg_tests.harness import World
 from sf2pg_tests.test_load.test_migrate import all_types_config, seed_all_types
 
@@ -188,7 +188,7 @@ def test_validate_connect_finds_a_target_column_that_cannot_hold_the_source_and_
 
 
 def test_rows_per_second_are_measured_over_each_tables_own_load(monkeypatch: pytest.MonkeyPatch):
-    from sf2pg.config import parse_config
+    from sf2pg.config.model import parse_config
 
     raw = {
         "sources": [

@@ -13,13 +13,13 @@ import pytest
 import yaml
 from dagster.components.testing import create_defs_folder_sandbox
 
-from sf2pg.build import build_definitions
-from sf2pg.components import SnowflakeToPostgresComponent
-from sf2pg.config import ConfigError, load_config
+from sf2pg.config.model import ConfigError, load_config
+from sf2pg.dagster.components import SnowflakeToPostgresComponent
+from sf2pg.dagster.definitions import build_definitions
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-TYPE = "sf2pg.components.SnowflakeToPostgresComponent"
+TYPE = "sf2pg.dagster.components.SnowflakeToPostgresComponent"
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -85,7 +85,7 @@ def test_tables_written_inline_in_defs_yaml_give_the_same_definitions_as_a_confi
         with sandbox.load_component_and_build_defs(defs_path=path) as (component, defs):
             assert isinstance(component, SnowflakeToPostgresComponent)
             inline = summary(defs)
-    from sf2pg.config import parse_config
+    from sf2pg.config.model import parse_config
 
     assert inline == summary(build_definitions(parse_config(starter)))
     assert inline["assets"] == ["shop/orders"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sf2pg.config import (
+from sf2pg.config.model import (
     DEFAULT_CONFIG_PATH,
     AppConfig,
     ConfigError,

@@ -27,11 +27,11 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from sf2pg.chunks import Chunk, watermark_text
 from sf2pg.errors import InputError
 from sf2pg.load import ledger, locks
 from sf2pg.load.copy import copy_batches
 from sf2pg.load.target import TargetTable
+from sf2pg.plan.chunks import Chunk, watermark_text
 
 _STAGE = sql.Identifier("sf2pg_stage")
 

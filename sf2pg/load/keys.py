@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from sf2pg.chunks import ChunkingType, parse_chunk_key
 from sf2pg.load import indexes, ledger
 from sf2pg.load.chunk import range_predicate
 from sf2pg.load.target import TargetTable
+from sf2pg.plan.chunks import ChunkingType, parse_chunk_key
 
 
 def can_defer(conn: psycopg.Connection, target: TargetTable) -> bool:

@@ -17,8 +17,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from sf2pg.chunks import Chunk, parse_watermark
 from sf2pg.errors import InputError
+from sf2pg.plan.chunks import Chunk, parse_watermark
 
 DDL_PATH = Path(__file__).resolve().parents[1] / "sql" / "migration_status_schema.sql"
 _LEDGER_LOCK = 0x5F2F6001  # serialises first-use creation across concurrent loaders

@@ -23,17 +23,17 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from sf2pg.chunks import Chunk, parse_watermark, watermark_text
-from sf2pg.config import TableSpec
+from sf2pg.config.model import TableSpec
+from sf2pg.config.typemap import SourceColumn
 from sf2pg.errors import InputError
-from sf2pg.extract import ChunkSource
-from sf2pg.incremental import Window
 from sf2pg.load import deletes, indexes, keys, ledger, locks
 from sf2pg.load.chunk import ChunkResult, load_chunk, load_window
 from sf2pg.load.conform import BadDataError, conform
+from sf2pg.load.postgres import Connects, apply_bulk_session_settings
 from sf2pg.load.target import ColumnRules, TargetTable, prepare_target
-from sf2pg.postgres import Connects, apply_bulk_session_settings
-from sf2pg.typemap import SourceColumn
+from sf2pg.plan.chunks import Chunk, parse_watermark, watermark_text
+from sf2pg.plan.incremental import Window
+from sf2pg.source.extract import ChunkSource
 
 log = logging.getLogger("sf2pg")
 
@@ -268,7 +268,7 @@ def _settle_before_reading(control: psycopg.Connection, job: TableLoad, target: 
     if ledger.settled_watermark(control, spec.pg_schema, spec.pg_table) is None and ledger.loaded_keys(
         control, spec.pg_schema, spec.pg_table
     ):
-        from sf2pg.incremental import legacy_floor  # a table loaded by sf2pg before 0.2
+        from sf2pg.plan.incremental import legacy_floor  # a table loaded by sf2pg before 0.2
 
         value = legacy_floor(control, spec, target.watermark_column.source) if target.watermark_column else None
         floor = None if value is None else watermark_text(value)

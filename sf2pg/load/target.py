@@ -17,12 +17,8 @@ import pyarrow as pa
 from pgpq import ArrowToPostgresBinaryEncoder
 from psycopg import sql
 
-from sf2pg.errors import InputError
-from sf2pg.extract import UnknownColumnError, find_column
-from sf2pg.identifiers import pg_column_match, pg_fit, pg_name_for
-from sf2pg.load import drift, ledger, locks
-from sf2pg.load.indexes import saved_key
-from sf2pg.typemap import (
+from sf2pg.config.identifiers import pg_column_match, pg_fit, pg_name_for
+from sf2pg.config.typemap import (
     IncompatibleTypeError,
     PgColumn,
     SourceColumn,
@@ -34,9 +30,13 @@ from sf2pg.typemap import (
     pg_type_name,
     widened_type,
 )
+from sf2pg.errors import InputError
+from sf2pg.load import drift, ledger, locks
+from sf2pg.load.indexes import saved_key
+from sf2pg.source.extract import UnknownColumnError, find_column
 
 if TYPE_CHECKING:
-    from sf2pg.config import TableSpec
+    from sf2pg.config.model import TableSpec
 
 
 class TargetSchemaError(InputError):
