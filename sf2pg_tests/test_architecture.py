@@ -60,7 +60,7 @@ def test_importing_the_engine_loads_no_dagster():
     code = (
         "import sys\n"
         "import sf2pg.config.model, sf2pg.config.preflight, sf2pg.plan.planning, sf2pg.plan.incremental\n"
-        "import sf2pg.source.extract, sf2pg.load.table, sf2pg.load.ledger, sf2pg.reconcile.reconcile\n"
+        "import sf2pg.source.extract, sf2pg.load.table, sf2pg.load.ledger, sf2pg.reconcile.counts\n"
         "import sf2pg.run.commands, sf2pg.run.runners, sf2pg.run.status\n"
         "import sf2pg.cli.main\n"
         "print(sorted(m for m in sys.modules if m == 'dagster' or m.startswith(('dagster.', 'dagster_'))))\n"

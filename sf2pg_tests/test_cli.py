@@ -188,7 +188,7 @@ def test_validate_connect_finds_a_target_column_that_cannot_hold_the_source_and_
 
 
 def test_rows_per_second_are_measured_over_each_tables_own_load(monkeypatch: pytest.MonkeyPatch):
-    from sf2pg.config.model import parse_config
+    from sf2pg.config.loading import parse_config
 
     raw = {
         "sources": [

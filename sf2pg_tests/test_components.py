@@ -13,7 +13,8 @@ import pytest
 import yaml
 from dagster.components.testing import create_defs_folder_sandbox
 
-from sf2pg.config.model import ConfigError, load_config
+from sf2pg.config.loading import load_config
+from sf2pg.config.model import ConfigError
 from sf2pg.dagster.components import SnowflakeToPostgresComponent
 from sf2pg.dagster.definitions import build_definitions
 
@@ -85,7 +86,7 @@ def test_tables_written_inline_in_defs_yaml_give_the_same_definitions_as_a_confi
         with sandbox.load_component_and_build_defs(defs_path=path) as (component, defs):
             assert isinstance(component, SnowflakeToPostgresComponent)
             inline = summary(defs)
-    from sf2pg.config.model import parse_config
+    from sf2pg.config.loading import parse_config
 
     assert inline == summary(build_definitions(parse_config(starter)))
     assert inline["assets"] == ["shop/orders"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dagster import Definitions
 
-from sf2pg.config.model import load_config
+from sf2pg.config.loading import load_config
 from sf2pg.dagster.definitions import build_definitions
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pyarrow as pa
 from dagster import DagsterInstance
 
-from sf2pg.config.model import parse_config
+from sf2pg.config.loading import parse_config
 from sf2pg.config.typemap import SourceColumn
 from sf2pg.dagster.resources import snowflake_resource
 from sf2pg.dagster.runner import migrate, sync, verify

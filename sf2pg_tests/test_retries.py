@@ -90,7 +90,7 @@ SHOP = {
 
 def test_the_cli_prints_a_line_per_retry_naming_the_table_and_the_next_attempt(capsys):
     from sf2pg.cli.main import _LoadProgress
-    from sf2pg.config.model import parse_config
+    from sf2pg.config.loading import parse_config
     from sf2pg.run.progress import RetryScheduled
 
     class Plan:
@@ -114,7 +114,7 @@ def test_the_cli_prints_a_line_per_retry_naming_the_table_and_the_next_attempt(c
 def test_a_retry_in_a_real_run_is_announced_in_the_run_log_and_to_the_display(world, monkeypatch):
     from dagster import DagsterInstance, RetryPolicy, materialize
 
-    from sf2pg.config.model import parse_config
+    from sf2pg.config.loading import parse_config
     from sf2pg.dagster import retries
     from sf2pg.dagster.assets import IO_MANAGER_KEY, build_table_asset
     from sf2pg.dagster.definitions import build_resources

@@ -16,7 +16,7 @@ import pytest
 from dagster import DagsterInstance
 from snowflake.connector.errors import OperationalError, ProgrammingError
 
-from sf2pg.config.model import parse_config
+from sf2pg.config.loading import parse_config
 from sf2pg.dagster.resources import snowflake_resource
 from sf2pg.dagster.runner import migrate
 from sf2pg.devstack.emulator import free_port

@@ -6,6 +6,8 @@ the limit, server-side ``COPY ... FROM 'file' (FORMAT binary)``. The same run th
 the emulator: end to end, orchestration overhead per chunk, planning a skewed table and an
 incremental sync (see ``scenarios.py``), peak memory, and finally whole ``sf2pg`` commands as a user
 runs them, beside read-only baselines and the peers (see ``commands.py``).
+
+Why one module: the benchmark's entry point, one function per scenario, run by hand (``python -m sf2pg.bench``), never by sf2pg itself.
 """
 
 from __future__ import annotations

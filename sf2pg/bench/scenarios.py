@@ -15,7 +15,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from sf2pg.config.model import AppConfig, parse_config
+from sf2pg.config.loading import parse_config
+from sf2pg.config.model import AppConfig
 
 SF_TABLE = '"BENCH_DB"."PUBLIC".{}'
 

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from sf2pg.config.model import AppConfig, config_path, load_config
+from sf2pg.config.loading import config_path, load_config
+from sf2pg.config.model import AppConfig
 
 if TYPE_CHECKING:  # imported where used: they need the demo extra
     from sf2pg.devstack.emulator import Emulator
@@ -176,7 +177,7 @@ def seed(stack: DemoStack, scale: float) -> None:
 def compare_counts(config: AppConfig) -> list[tuple[str, int, int]]:
     """(table, source rows, target rows) for every enabled table."""
     from sf2pg.dagster.resources import PostgresResource, snowflake_resource
-    from sf2pg.reconcile.reconcile import count_rows
+    from sf2pg.reconcile.counts import count_rows
 
     out = []
     with snowflake_resource(resolve=True).get_connection() as sf:

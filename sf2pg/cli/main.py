@@ -1,4 +1,7 @@
-"""The ``sf2pg`` command line: validate, plan, migrate, sync, verify, status, restore-indexes, demo, dev."""
+"""The ``sf2pg`` command line: validate, plan, migrate, sync, verify, status, restore-indexes, demo, dev.
+
+Why one module: the argument parser and one handler per subcommand, side by side; what they print lives in ``display``.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ from rich.table import Table
 
 from sf2pg.cli.display import _LoadProgress, console, err_console, print_migration_summary, print_schema_changes
 from sf2pg.cli.executor import executor_from_env
-from sf2pg.config.model import AppConfig, ConfigError, config_path, load_config
+from sf2pg.config.loading import config_path, load_config
+from sf2pg.config.model import AppConfig, ConfigError
 
 # ---- helpers ---------------------------------------------------------------------------------
 

@@ -5,6 +5,8 @@ encodes exactly as the target column's binary format. Besides the map itself, th
 other PostgreSQL types a column may load into: an existing target's own types, a per-column
 ``column_types`` override, the ``wide_integers`` policy, and how far a column may be widened when
 the source's type grows.
+
+Why one module: it is the one table of truth for Snowflake to PostgreSQL types, with the rules that read it.
 """
 
 from __future__ import annotations

@@ -33,15 +33,15 @@ from sf2pg.dagster.resources import PostgresResource, SnowflakeResource
 from sf2pg.load import ledger
 from sf2pg.plan.chunks import parse_chunk_key
 from sf2pg.plan.planning import source_columns
-from sf2pg.reconcile.reconcile import (
+from sf2pg.reconcile.counts import compare_counts
+from sf2pg.reconcile.fingerprints import fingerprint_chunks
+from sf2pg.reconcile.verdicts import (
     CHUNK_CHECK,
     ROW_COUNT_CHECK,
     ROWS_CHECK,
     ChunkVerdict,
     Depth,
     chunk_check_after_load,
-    compare_counts,
-    fingerprint_chunks,
 )
 
 

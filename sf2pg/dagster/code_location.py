@@ -4,7 +4,7 @@ The config comes from SF2PG_CONFIG, else config/config.json; an invalid config f
 one line per problem, shown in the Dagster UI.
 """
 
-from sf2pg.config.model import load_config
+from sf2pg.config.loading import load_config
 from sf2pg.dagster.definitions import build_definitions
 
 defs = build_definitions(load_config())

@@ -64,11 +64,7 @@ def report_loaded(instance: DagsterInstance, spec: TableSpec, postgres: Connects
     with postgres.get_connection(spec.pg_database) as conn:
         if not ledger.exists(conn):
             return
-        rows = conn.execute(
-            "SELECT chunk_key, mode, rows_copied, completed_at, run_id FROM migration_status.chunk_state "
-            "WHERE target_schema = %s AND target_table = %s AND status = 'completed'",
-            (spec.pg_schema, spec.pg_table),
-        ).fetchall()
+        rows = ledger.completed_chunks(conn, spec.pg_schema, spec.pg_table)
     if not rows:
         return
     key = asset_key(spec)
@@ -112,11 +108,9 @@ class WindowRun:
 
     @property
     def tags(self) -> dict[str, str]:
-        assert self.plan.window is not None
         return {
-            **self.plan.window.tags,
+            **self.plan.tags,
             **run_tags(self.spec),
-            "sf2pg/incremental": "true",
             ASSET_PARTITION_RANGE_START_TAG: self.first,
             ASSET_PARTITION_RANGE_END_TAG: self.last,
         }

@@ -30,6 +30,7 @@ from sf2pg.config.model import TableSpec
 from sf2pg.config.typemap import SourceColumn
 from sf2pg.load import ledger
 from sf2pg.load.indexes import saved_key
+from sf2pg.load.target import existing_columns
 from sf2pg.plan.chunks import (
     INCREMENTAL_PREFIX,
     NULL_KEY,
@@ -172,11 +173,7 @@ def target_column_name(existing: list[str], name: str) -> str | None:
 
 
 def _target_columns(pg_conn: psycopg.Connection, spec: TableSpec) -> list[str]:
-    rows = pg_conn.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
-        (spec.pg_schema, spec.pg_table),
-    ).fetchall()
-    return [r[0] for r in rows]
+    return list(existing_columns(pg_conn, spec.pg_schema, spec.pg_table))
 
 
 def legacy_floor(pg_conn: psycopg.Connection, spec: TableSpec, column: SourceColumn) -> Watermark | None:
@@ -206,6 +203,12 @@ class WindowPlan:
     source_rows: int = 0
     note: str = ""
     loaded: bool = True  # False: the table was never loaded (run sf2pg migrate first)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """The tags the window's run carries, whether the sensor or ``sf2pg sync`` asks for it."""
+        assert self.window is not None
+        return {**self.window.tags, "sf2pg/incremental": "true"}
 
 
 def plan_window(

@@ -3,6 +3,8 @@
 Chunks tile the chunking column's range with no gaps (empty stretches fold into a neighbour), so a
 row can never fall between chunks. Keys encode their bounds, so a key alone says what it covers and
 re-planning can keep every existing chunk and add new ones only at the edges.
+
+Why one module: it is one path, from the distribution query to the recorded plan; split, one algorithm would read across files.
 """
 
 from __future__ import annotations

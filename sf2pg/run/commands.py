@@ -223,29 +223,14 @@ def _to_load(postgres: Connects, spec: TableSpec) -> set[str]:
 
 
 def _tidy_up_after_an_interrupted_load(spec: TableSpec, postgres: Connects, snowflake: Any) -> None:
-    """A full load killed after its last chunk but before it rebuilt what it dropped leaves nothing to
-    resume; rebuild its indexes (and key) now. A key it received twice empties and fails the chunks
-    holding it (``keys.rebuild``), which the resumed migration then loads."""
-    from sf2pg.load import indexes, keys
-    from sf2pg.load.target import ColumnRules, prepare_target
+    """Indexes (and key) a killed full load left dropped are rebuilt first (``keys.rebuild_after_interrupted_load``)."""
+    from sf2pg.load import keys
 
-    with postgres.get_connection(spec.pg_database) as conn:
-        if not indexes.saved_any(conn, spec.pg_schema, spec.pg_table):
-            return
-    with snowflake.get_connection() as sf:
-        columns = planning.source_columns(sf, spec)
-    with postgres.get_connection(spec.pg_database) as conn:
-        where = f"table {spec.name} ({spec.config_path})"
-        target = prepare_target(
-            conn, spec.pg_schema, spec.pg_table, columns, spec.uniqueness_columns, spec.chunking_column, where,
-            rules=ColumnRules.of(spec), keys_only=True,
-        )  # fmt: skip
-        if not indexes.lock_indexes(conn, spec.pg_schema, spec.pg_table):
-            return  # a load of the table is running: it rebuilds them when it ends
-        try:
-            keys.rebuild(conn, target, spec.chunking_type, None)
-        finally:
-            indexes.unlock_indexes(conn, spec.pg_schema, spec.pg_table)
+    def columns() -> list:
+        with snowflake.get_connection() as sf:
+            return planning.source_columns(sf, spec)
+
+    keys.rebuild_after_interrupted_load(postgres, spec, columns)
 
 
 def _states(postgres: Connects, spec: TableSpec) -> dict[str, str]:
@@ -272,7 +257,7 @@ def _verify_chunks(context: CommandContext, spec: TableSpec, sf_conn: Any) -> li
 
 def verify(specs: list[TableSpec], executor: Executor | None = None) -> list:
     """Row counts and per-chunk fingerprints for each table (the asset checks, headless)."""
-    from sf2pg.reconcile.reconcile import verify_table
+    from sf2pg.reconcile.counts import verify_table
 
     verdicts = []
     with command_context(executor) as context, context.snowflake.get_connection() as sf:
@@ -323,8 +308,7 @@ def _sync_table(context: CommandContext, spec: TableSpec) -> SyncOutcome:
     if found is None:
         return SyncOutcome(spec, note=plan.note or "up to date", success=plan.loaded)
     keys = order[order.index(found[0]) : order.index(found[1]) + 1]
-    tags = {**plan.window.tags, "sf2pg/incremental": "true"}
-    result = context.runner.run("sync", spec, keys, order, tags)
+    result = context.runner.run("sync", spec, keys, order, plan.tags)
     window = plan.window
     outcome = SyncOutcome(spec, f"{watermark_text(window.read_from)} .. {watermark_text(window.high)}")
     outcome.success = result.success

@@ -28,7 +28,9 @@ from sf2pg.load.postgres import Connects
 from sf2pg.load.table import ChunkLoadError, load_table
 from sf2pg.plan.chunks import Chunk
 from sf2pg.plan.planning import known_chunks
-from sf2pg.reconcile.reconcile import ROW_COUNT_CHECK, chunk_check_after_load, compare_counts, fingerprint_chunks
+from sf2pg.reconcile.counts import compare_counts
+from sf2pg.reconcile.fingerprints import fingerprint_chunks
+from sf2pg.reconcile.verdicts import ROW_COUNT_CHECK, chunk_check_after_load
 from sf2pg.run import progress
 from sf2pg.source.snowflake_connection import SessionPool, SnowflakeSettings
 

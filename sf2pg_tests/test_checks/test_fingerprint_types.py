@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sf2pg.config.model import parse_config
+from sf2pg.config.loading import parse_config
 from sf2pg.dagster.resources import PostgresResource
 from sf2pg.plan.planning import ledger_chunk_keys as loaded_chunk_keys
 from sf2pg_tests.harness import Stack, World

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dagster import AssetSelection, DagsterInstance, materialize
 
-from sf2pg.config.model import parse_config
+from sf2pg.config.loading import parse_config
 from sf2pg.dagster.assets import asset_key, build_table_asset
 from sf2pg.dagster.checks import build_table_checks
 from sf2pg.dagster.definitions import build_resources

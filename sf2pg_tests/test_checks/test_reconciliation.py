@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from dagster import AssetSelection, DagsterInstance, materialize
 
-from sf2pg.config.model import parse_config
+from sf2pg.config.loading import parse_config
 from sf2pg.dagster.assets import asset_key, build_table_asset
 from sf2pg.dagster.checks import build_table_checks
 from sf2pg.dagster.definitions import build_resources
@@ -103,7 +103,7 @@ def test_the_partitioned_check_names_the_failing_chunk_in_dagster(world: World):
 def test_fingerprints_of_a_thousand_chunks_take_a_handful_of_source_queries(world: World):
     from sf2pg.plan.chunks import Chunk, chunk_key
     from sf2pg.plan.planning import source_columns
-    from sf2pg.reconcile.reconcile import fingerprint_chunks
+    from sf2pg.reconcile.fingerprints import fingerprint_chunks
 
     _, spec, _ = loaded(world)
     chunks = [Chunk(chunk_key("id", i, i + 1), i, i + 1) for i in range(1, 1001)]
@@ -117,7 +117,7 @@ def test_fingerprints_by_index_range_and_by_grouped_scan_agree(world: World):
     """The target side reads each chunk's index range when an index leads with the chunking column, and
     groups one scan otherwise; both must give the same verdicts, tampered chunk included."""
     from sf2pg.plan.planning import source_columns
-    from sf2pg.reconcile.reconcile import fingerprint_chunks
+    from sf2pg.reconcile.fingerprints import fingerprint_chunks
 
     _, spec, keys = loaded(world, chunking_columns=["ID"], chunking_column_types=["id"])
     chunks = [parse_chunk_key("id", k) for k in keys]

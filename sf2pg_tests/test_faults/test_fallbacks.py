@@ -11,7 +11,7 @@ import pytest
 import snowflake.connector
 from dagster import DagsterInstance, materialize
 
-from sf2pg.config.model import parse_config
+from sf2pg.config.loading import parse_config
 from sf2pg.dagster.assets import build_table_asset
 from sf2pg.dagster.definitions import build_resources
 from sf2pg.dagster.partitions import partitions_name

@@ -8,7 +8,7 @@ import time
 import pytest
 from dagster import DagsterEventType, DagsterInstance
 
-from sf2pg.config.model import parse_config
+from sf2pg.config.loading import parse_config
 from sf2pg.dagster.runner import migrate
 from sf2pg_tests.conftest import EMULATOR_SETTINGS
 from sf2pg_tests.harness import World

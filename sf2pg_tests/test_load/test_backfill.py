@@ -10,7 +10,7 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 from dagster._core.execution.backfill import BulkActionStatus
 
-from sf2pg.config.model import parse_config
+from sf2pg.config.loading import parse_config
 from sf2pg.dagster.definitions import build_definitions
 from sf2pg.dagster.runner import plan_tables
 from sf2pg.devstack.seed import seed_demo

@@ -12,7 +12,7 @@ import time
 
 from dagster import DagsterInstance, materialize
 
-from sf2pg.config.model import parse_config
+from sf2pg.config.loading import parse_config
 from sf2pg.dagster.assets import build_table_asset
 from sf2pg.dagster.definitions import build_resources
 from sf2pg.dagster.partitions import partitions_name
@@ -21,7 +21,7 @@ from sf2pg_tests.test_load.test_migrate import all_types_config, assert_exact, r
 
 KILLED_LOADER = """
 import json, sys, time
-from sf2pg.config.model import parse_config
+from sf2pg.config.loading import parse_config
 from sf2pg.source.extract import chunk_query, find_column, stream_query
 from sf2pg.load import ledger
 from sf2pg.load.chunk import load_chunk

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 from dagster import DagsterInstance
 
-from sf2pg.config.model import parse_config
+from sf2pg.config.loading import parse_config
 from sf2pg.dagster.runner import migrate
 from sf2pg.load.ledger import ensure_ledger
 from sf2pg_tests.harness import World

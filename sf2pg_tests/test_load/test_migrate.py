@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from sf2pg.config.model import parse_config
+from sf2pg.config.loading import parse_config
 from sf2pg.dagster.partitions import partitions_name
 from sf2pg.dagster.runner import migrate, plan_tables
 from sf2pg_tests.harness import World, source_rows, target_rows

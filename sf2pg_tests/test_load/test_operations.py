@@ -9,7 +9,7 @@ import pytest
 from dagster import DagsterInstance
 
 from sf2pg.cli.main import main
-from sf2pg.config.model import parse_config
+from sf2pg.config.loading import parse_config
 from sf2pg.dagster.definitions import build_definitions
 from sf2pg.dagster.partitions import partitions_name
 from sf2pg.load import indexes, ledger

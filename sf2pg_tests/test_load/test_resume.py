@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dagster import AssetKey, DagsterInstance
 
-from sf2pg.config.model import parse_config
+from sf2pg.config.loading import parse_config
 from sf2pg.dagster.definitions import build_resources
 from sf2pg.dagster.partitions import partitions_name
 from sf2pg.dagster.runner import run_table_job

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dagster import DagsterInstance
 
-from sf2pg.config.model import parse_config
+from sf2pg.config.loading import parse_config
 from sf2pg.dagster.runner import sync
 from sf2pg.load import ledger
 from sf2pg.load.target import ColumnRules, prepare_target

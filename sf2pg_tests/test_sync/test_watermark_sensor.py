@@ -7,7 +7,7 @@ import json
 from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from sf2pg.config.model import parse_config
+from sf2pg.config.loading import parse_config
 from sf2pg.dagster.definitions import build_resources
 from sf2pg.dagster.partitions import partitions_name
 from sf2pg.dagster.resources import PostgresResource, snowflake_resource

@@ -12,7 +12,7 @@ from dagster import DagsterInstance, DagsterRunStatus, SensorResult, SkipReason
 from dagster._core.test_utils import create_run_for_test
 
 from sf2pg.cli.main import main
-from sf2pg.config.model import parse_config
+from sf2pg.config.loading import parse_config
 from sf2pg.dagster.definitions import build_resources
 from sf2pg.dagster.partitions import partitions_name
 from sf2pg.dagster.runner import run_table_job, sync

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dagster import DagsterInstance
 
-from sf2pg.config.model import parse_config
+from sf2pg.config.loading import parse_config
 from sf2pg.dagster.runner import plan_tables
 from sf2pg_tests.harness import World, source_rows, target_rows
 from sf2pg_tests.test_cli import run_cli, write_config

@@ -14,7 +14,8 @@ from typing import Annotated, Any
 
 from dagster import Component, ComponentLoadContext, Definitions, Resolvable, Resolver, scaffold_with
 
-from sf2pg.config.model import AppConfig, ConfigError, ConfigProblem, load_config, parse_config
+from sf2pg.config.loading import load_config, parse_config
+from sf2pg.config.model import AppConfig, ConfigError, ConfigProblem
 from sf2pg.dagster.components.scaffolder import SnowflakeToPostgresScaffolder
 from sf2pg.dagster.definitions import build_definitions
 
