@@ -79,7 +79,7 @@ def test_dg_scaffolds_the_component_into_a_new_project_and_loads_the_code_locati
 
 
 def test_tables_written_inline_in_defs_yaml_give_the_same_definitions_as_a_config_file():
-    starter = json.loads((REPO / "sf2pg" / "components" / "templates" / "sf2pg.json").read_text())
+    starter = json.loads((REPO / "sf2pg" / "dagster" / "components" / "templates" / "sf2pg.json").read_text())
     with create_defs_folder_sandbox() as sandbox:
         path = sandbox.scaffold_component(component_cls=SnowflakeToPostgresComponent, scaffold_params={"inline": True})
         assert yaml.safe_load((path / "defs.yaml").read_text())["attributes"] == {"config": starter}

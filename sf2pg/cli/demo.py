@@ -35,7 +35,7 @@ STATE_DIR = Path(".sf2pg")
 DEMO_PG_PORT = 54329
 DEMO_SF_PORT = 48765
 DAGSTER_DB = "dagster"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # The repository's instance settings (PostgreSQL storage, run queue, pools). They live outside the
 # repository root so that Dagster commands run there do not pick them up by accident: they are copied
 # into DAGSTER_HOME on purpose, here and in QUICKSTART.md.
@@ -163,10 +163,10 @@ def stop_demo_stack(state_dir: Path = STATE_DIR) -> bool:
 
 
 def seed(stack: DemoStack, scale: float) -> None:
-    from sf2pg.dagster.resources import snowflake_resource
     from sf2pg.devstack.seed import demo_is_seeded, seed_demo
+    from sf2pg.source.snowflake_connection import sessions_from_env
 
-    with snowflake_resource(resolve=True).get_connection() as conn:
+    with sessions_from_env().get_connection() as conn:
         if demo_is_seeded(conn, scale):
             console.print("demo source already seeded")
             return
@@ -176,13 +176,14 @@ def seed(stack: DemoStack, scale: float) -> None:
 
 def compare_counts(config: AppConfig) -> list[tuple[str, int, int]]:
     """(table, source rows, target rows) for every enabled table."""
-    from sf2pg.dagster.resources import PostgresResource, snowflake_resource
+    from sf2pg.load.postgres import Postgres
     from sf2pg.reconcile.counts import count_rows
+    from sf2pg.source.snowflake_connection import sessions_from_env
 
     out = []
-    with snowflake_resource(resolve=True).get_connection() as sf:
+    with sessions_from_env().get_connection() as sf:
         for spec in config.tables():
-            with PostgresResource().get_connection(spec.pg_database) as pg:
+            with Postgres().get_connection(spec.pg_database) as pg:
                 out.append((spec.name, *count_rows(sf, pg, spec)))
     return out
 

@@ -38,7 +38,7 @@ def partitions_def(spec: TableSpec) -> DynamicPartitionsDefinition:
     return DynamicPartitionsDefinition(name=partitions_name(spec))
 
 
-def known_chunks(spec: TableSpec, instance: DagsterInstance | None, postgres: Connects) -> list[Chunk]:
+def registered_chunks(spec: TableSpec, instance: DagsterInstance | None, postgres: Connects) -> list[Chunk]:
     """The table's chunks as Dagster and the ledger know them, in bound order (none before a plan)."""
     keys = list(instance.get_dynamic_partitions(partitions_name(spec))) if instance else []
     return planning.known_chunks(spec, postgres, keys)
@@ -87,7 +87,9 @@ def report_loaded(instance: DagsterInstance, spec: TableSpec, postgres: Connects
         )
 
 
-def replan(spec: TableSpec, sf_conn: Any, instance: DagsterInstance | None, postgres: Connects | None) -> Plan:
+def replan_and_register(
+    spec: TableSpec, sf_conn: Any, instance: DagsterInstance | None, postgres: Connects | None
+) -> Plan:
     """Plan the table, keep the whole plan in the ledger (``planning.replan``), and register new chunks
     with Dagster."""
     existing = list(instance.get_dynamic_partitions(partitions_name(spec))) if instance else []

@@ -4,7 +4,7 @@ from dagster import Config, JobDefinition, OpExecutionContext, job, op
 from pydantic import Field
 
 from sf2pg.config.model import TableSpec
-from sf2pg.dagster.partitions import replan
+from sf2pg.dagster.partitions import replan_and_register
 from sf2pg.dagster.resources import PostgresResource, SnowflakeResource
 
 
@@ -20,7 +20,7 @@ def build_plan_job(specs: list[TableSpec]) -> JobDefinition:
         selected = [s for s in specs if not config.tables or s.name in config.tables]
         with snowflake.get_connection() as conn:
             for spec in selected:
-                plan = replan(spec, conn, context.instance, postgres)
+                plan = replan_and_register(spec, conn, context.instance, postgres)
                 context.log.info(
                     f"{spec.name}: {len(plan.chunks)} chunk(s), {len(plan.new_keys)} new, "
                     f"{plan.source_queries} source quer{'y' if plan.source_queries == 1 else 'ies'}"

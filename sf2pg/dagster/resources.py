@@ -32,7 +32,7 @@ class SnowflakeResource(ConfigurableResource):
     Built on the connector directly rather than on dagster-snowflake's resource, whose module imports
     Snowpark and ``snowflake.core`` (4-8 s in every process that touches Snowflake: each CLI command,
     code server, run worker and sensor tick), for a class sf2pg uses only to connect. A run's steps
-    execute one after another in one process (build.py), so a session one step is done with serves the
+    execute one after another in one process (definitions.py), so a session one step is done with serves the
     next; outside a run every ``get_connection()`` is a session of its own.
     """
 

@@ -1,6 +1,6 @@
 """How a table's step retries: Dagster's ``RetryPolicy`` semantics, requested by sf2pg itself.
 
-Runs execute their steps in the run worker's own process (``build.py``), and there Dagster applies
+Runs execute their steps in the run worker's own process (``definitions.py``), and there Dagster applies
 an op's ``RetryPolicy`` to run termination as well (dagster-io/dagster#15026): a load stopped with
 *Terminate* would start over instead of stopping. So the table asset declares no policy; its body and
 the IO manager request the same retries for failures that may pass, and an interrupt stays an

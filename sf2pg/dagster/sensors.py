@@ -28,7 +28,7 @@ from sf2pg.config.identifiers import sf_qualified, sf_quote
 from sf2pg.config.model import TableSpec
 from sf2pg.dagster.assets import asset_key
 from sf2pg.dagster.checks import after_load
-from sf2pg.dagster.partitions import known_chunks, window_run
+from sf2pg.dagster.partitions import registered_chunks, window_run
 from sf2pg.dagster.resources import PostgresResource, SnowflakeResource
 from sf2pg.plan.chunks import as_watermark, watermark_text
 from sf2pg.plan.incremental import plan_window
@@ -103,7 +103,12 @@ def build_watermark_sensor(
                     continue  # the source has not moved: no PostgreSQL query at all
                 with postgres.get_connection(spec.pg_database) as pg:
                     plan = plan_window(
-                        sf, pg, spec, columns[spec.name], known_chunks(spec, context.instance, postgres), (high, rows)
+                        sf,
+                        pg,
+                        spec,
+                        columns[spec.name],
+                        registered_chunks(spec, context.instance, postgres),
+                        (high, rows),
                     )
                 run = window_run(spec, plan, context.instance)
                 if run is None:
