@@ -13,8 +13,8 @@ from sf2pg.load.postgres import Postgres
 from sf2pg.load.target import ColumnRules, TargetSchemaError, plan_columns, prepare_target
 from sf2pg.plan.chunks import chunking_type_problem
 from sf2pg.plan.incremental import target_column_name
-from sf2pg.source.extract import UnknownColumnError, describe_table, find_column
 from sf2pg.source.snowflake_connection import sessions_from_env
+from sf2pg.source.statements import UnknownColumnError, describe_table, find_column
 
 
 def check_connections(config: AppConfig) -> list[str]:

@@ -33,7 +33,7 @@ from sf2pg.dagster.resources import PostgresResource, SnowflakeResource
 from sf2pg.plan.chunks import as_watermark, watermark_text
 from sf2pg.plan.incremental import plan_window
 from sf2pg.plan.planning import source_columns
-from sf2pg.source.extract import describe_tables, find_column, where_clause
+from sf2pg.source.statements import describe_tables, find_column, where_clause
 
 _IN_FLIGHT = [
     DagsterRunStatus.QUEUED,

@@ -14,7 +14,8 @@ from sf2pg.load.table import TableLoad, TableLoadSummary
 from sf2pg.plan.chunks import INCREMENTAL_PREFIX, parse_chunk_key, watermark_text
 from sf2pg.plan.incremental import source_high, window_from_tags
 from sf2pg.plan.planning import source_columns
-from sf2pg.source.extract import SnowflakeChunkSource, find_column
+from sf2pg.source.extract import SnowflakeChunkSource
+from sf2pg.source.statements import find_column
 
 
 def describe_load(

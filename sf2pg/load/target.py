@@ -35,7 +35,7 @@ from sf2pg.config.typemap import (
 from sf2pg.errors import InputError
 from sf2pg.load import drift, ledger, locks
 from sf2pg.load.indexes import saved_key
-from sf2pg.source.extract import UnknownColumnError, find_column
+from sf2pg.source.statements import UnknownColumnError, find_column
 
 if TYPE_CHECKING:
     from sf2pg.config.model import TableSpec

@@ -41,7 +41,7 @@ from sf2pg.plan.chunks import (
     parse_watermark,
     watermark_text,
 )
-from sf2pg.source.extract import find_column, where_clause, window_predicate
+from sf2pg.source.statements import find_column, where_clause, window_predicate
 
 __all__ = ["parse_watermark", "watermark_text"]  # kept here for callers that read watermarks with windows
 

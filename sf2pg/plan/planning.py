@@ -41,7 +41,7 @@ from sf2pg.plan.chunks import (
     watermark_text,
 )
 from sf2pg.plan.incremental import source_high
-from sf2pg.source.extract import describe_table, find_column, where_clause
+from sf2pg.source.statements import describe_table, find_column, where_clause
 
 _ID_BUCKETS = 4096  # equal-width ID buckets in the first query; merged afterwards
 _REFINE_MINUTES_MAX_DENSE = 50  # refine up to this many dense days by minute, more by hour

@@ -15,7 +15,7 @@ from sf2pg.load import locks
 from sf2pg.plan.chunks import Chunk
 from sf2pg.reconcile.fingerprints import Settled, fingerprint_chunks, read_watermark
 from sf2pg.reconcile.verdicts import RowCount, TableVerdict
-from sf2pg.source.extract import find_column, where_clause
+from sf2pg.source.statements import find_column, where_clause
 
 # ---- whole-table counts --------------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ from sf2pg.reconcile.queries import (
     target_fingerprints,
 )
 from sf2pg.reconcile.verdicts import ChunkVerdict, Depth, Mismatch, WatermarkError, comparable
-from sf2pg.source.extract import find_column
+from sf2pg.source.statements import find_column
 
 CHUNKS_PER_QUERY = 250
 _NUMERIC_KEY_TYPES = {"smallint", "integer", "bigint", "numeric", "double precision"}

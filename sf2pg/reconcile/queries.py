@@ -21,7 +21,7 @@ from sf2pg.load.copy import copy_batches
 from sf2pg.load.target import ColumnPlan, TargetTable
 from sf2pg.plan.chunks import Chunk
 from sf2pg.reconcile.measures import sf_node_source
-from sf2pg.source.extract import chunk_predicate, where_clause
+from sf2pg.source.statements import chunk_predicate, where_clause
 
 if TYPE_CHECKING:
     from sf2pg.reconcile.fingerprints import ComparisonPlan, Settled

@@ -22,7 +22,8 @@ from sf2pg_tests.test_load.test_migrate import all_types_config, assert_exact, r
 KILLED_LOADER = """
 import json, sys, time
 from sf2pg.config.loading import parse_config
-from sf2pg.source.extract import chunk_query, find_column, stream_query
+from sf2pg.source.extract import stream_query
+from sf2pg.source.statements import chunk_query, find_column
 from sf2pg.load import ledger
 from sf2pg.load.chunk import load_chunk
 from sf2pg.load.conform import conform

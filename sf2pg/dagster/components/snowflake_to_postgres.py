@@ -2,7 +2,7 @@
 
 A dg project gets sf2pg's table assets, partitions, checks, watermark sensors, planning job,
 resources and executor from one of these, configured either by a config file (``config_path``) or by
-the same JSON shape written inline (``config``). Either is validated by ``sf2pg.config.model``, so a mistake
+the same JSON shape written inline (``config``). Either is validated by ``sf2pg.config.loading``, so a mistake
 gets the same one-line-per-problem message, naming the file (or ``defs.yaml``) and the path inside it.
 Connections and secrets stay in the environment, as for the code location.
 """
