@@ -10,8 +10,8 @@ class InputError(ValueError):
     """Bad input: the message names the config path, table, column or chunk at fault."""
 
 
-# How a table's load is retried, in Dagster (``sf2pg.retries``) and in the CLI's runs without it
-# (``sf2pg.runners``): 2 retries, after 0-10 s then 10-20 s (exponential with jitter), time for a
+# How a table's load is retried, in Dagster (``sf2pg.dagster.retries``) and in the CLI's runs without it
+# (``sf2pg.run.runners``): 2 retries, after 0-10 s then 10-20 s (exponential with jitter), time for a
 # restarted server or a dropped session.
 RETRIES = 2
 RETRY_DELAY_S = 5.0

@@ -15,10 +15,10 @@ from typing import Any
 import psycopg
 import snowflake.connector
 
+from sf2pg.config.identifiers import sf_qualified, sf_quote
 from sf2pg.devstack.emulator import Emulator
 from sf2pg.devstack.postgres import LocalPostgres
-from sf2pg.identifiers import sf_qualified, sf_quote
-from sf2pg.snowflake_session import SNOWFLAKE_SESSION
+from sf2pg.source.snowflake_session import SNOWFLAKE_SESSION
 
 
 @dataclass
@@ -169,7 +169,7 @@ def dagster_deployment(world: World, work: Path, config: dict, monkeypatch: Any)
     """
     import shutil
 
-    from sf2pg.demo import INSTANCE_YAML
+    from sf2pg.cli.demo import INSTANCE_YAML
 
     config_file = work / "config.json"
     config_file.write_text(json.dumps(config))
@@ -200,7 +200,7 @@ def submit_backfill(instance: Any, config: Any, asset_keys: list | None = None) 
     from dagster._core.execution.backfill import PartitionBackfill
     from dagster._core.utils import make_new_backfill_id
 
-    from sf2pg.build import build_definitions
+    from sf2pg.dagster.definitions import build_definitions
 
     graph = build_definitions(config).resolve_asset_graph()
     backfill = PartitionBackfill.from_asset_partitions(

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sf2pg import cli
-from sf2pg.cli import main
+from sf2pg.cli import main as cli
+from sf2pg.cli.main import main
 from sf2pg_tests.harness import World
 from sf2pg_tests.test_load.test_migrate import all_types_config, seed_all_types
 
@@ -197,7 +197,7 @@ def test_validate_connect_finds_a_target_column_that_cannot_hold_the_source_and_
 
 
 def test_rows_per_second_are_measured_over_each_tables_own_load(monkeypatch: pytest.MonkeyPatch):
-    from sf2pg.config import parse_config
+    from sf2pg.config.loading import parse_config
 
     raw = {
         "sources": [
@@ -242,7 +242,7 @@ def test_rows_per_second_are_measured_over_each_tables_own_load(monkeypatch: pyt
 
 _WITHOUT_DAGSTER = """
 import sys
-from sf2pg.cli import main  # main, not the console script's run(): that one leaves by os._exit
+from sf2pg.cli.main import main  # main, not the console script's run(): that one leaves by os._exit
 sys.argv = ["sf2pg", *sys.argv[1:]]
 try:
     main()

@@ -13,13 +13,14 @@ import pytest
 import yaml
 from dagster.components.testing import create_defs_folder_sandbox
 
-from sf2pg.build import build_definitions
-from sf2pg.components import SnowflakeToPostgresComponent
-from sf2pg.config import ConfigError, load_config
+from sf2pg.config.loading import load_config
+from sf2pg.config.model import ConfigError
+from sf2pg.dagster.components import SnowflakeToPostgresComponent
+from sf2pg.dagster.definitions import build_definitions
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-TYPE = "sf2pg.components.SnowflakeToPostgresComponent"
+TYPE = "sf2pg.dagster.components.SnowflakeToPostgresComponent"
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -78,14 +79,14 @@ def test_dg_scaffolds_the_component_into_a_new_project_and_loads_the_code_locati
 
 
 def test_tables_written_inline_in_defs_yaml_give_the_same_definitions_as_a_config_file():
-    starter = json.loads((REPO / "sf2pg" / "components" / "templates" / "sf2pg.json").read_text())
+    starter = json.loads((REPO / "sf2pg" / "dagster" / "components" / "templates" / "sf2pg.json").read_text())
     with create_defs_folder_sandbox() as sandbox:
         path = sandbox.scaffold_component(component_cls=SnowflakeToPostgresComponent, scaffold_params={"inline": True})
         assert yaml.safe_load((path / "defs.yaml").read_text())["attributes"] == {"config": starter}
         with sandbox.load_component_and_build_defs(defs_path=path) as (component, defs):
             assert isinstance(component, SnowflakeToPostgresComponent)
             inline = summary(defs)
-    from sf2pg.config import parse_config
+    from sf2pg.config.loading import parse_config
 
     assert inline == summary(build_definitions(parse_config(starter)))
     assert inline["assets"] == ["shop/orders"]

@@ -9,16 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sf2pg.config import (
-    DEFAULT_CONFIG_PATH,
-    AppConfig,
-    ConfigError,
-    SourceConfig,
-    TableConfig,
-    config_path,
-    load_config,
-    parse_config,
-)
+from sf2pg.config.loading import config_path, load_config, parse_config
+from sf2pg.config.model import DEFAULT_CONFIG_PATH, AppConfig, ConfigError, SourceConfig, TableConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

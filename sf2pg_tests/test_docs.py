@@ -6,7 +6,7 @@ continuation lines; ``&&``, ``||``, ``;`` and ``|`` split a line into simple com
 
 What happens to each simple command:
 
-- ``sf2pg ...`` runs for real, in this process through ``sf2pg.cli.main`` (the console script's entry
+- ``sf2pg ...`` runs for real, in this process through ``sf2pg.cli.main.main`` (the console script's entry
   point; a subprocess per command would spend ~5 s importing Dagster each time), against the session's
   test stack (emulator + PostgreSQL), in a scratch folder that holds the repository's ``config/`` files
   with ``config/config.json`` (and ``config/shop.json``) replaced by the config QUICKSTART.md shows.
@@ -307,7 +307,7 @@ class DocWorld:
         return raw
 
     def cli(self, *argv: str) -> tuple[int, str]:
-        from sf2pg.cli import main
+        from sf2pg.cli.main import main
 
         self.capsys.readouterr()
         try:
@@ -538,7 +538,7 @@ def test_allowlisted_tools_exist():
 def test_every_sf2pg_command_in_the_docs_runs_as_shown(
     stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ):
-    from sf2pg import cli
+    from sf2pg.cli import main as cli
 
     monkeypatch.setattr(cli.console, "_width", 200)  # no wrapping: shown lines compare whole
     monkeypatch.setattr(cli.err_console, "_width", 200)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from sf2pg.config.typemap import SourceColumn
 from sf2pg.load.drift import columns_not_seen, from_json, source_changes, to_json
-from sf2pg.typemap import SourceColumn
 
 BEFORE = [
     SourceColumn("ID", "NUMBER", 38, 0),

@@ -13,16 +13,16 @@ from collections.abc import Callable
 import pyarrow as pa
 from dagster import DagsterInstance
 
-from sf2pg.chunks import Chunk
-from sf2pg.config import parse_config
+from sf2pg.config.loading import parse_config
+from sf2pg.config.typemap import SourceColumn
+from sf2pg.dagster.resources import snowflake_resource
+from sf2pg.dagster.runner import migrate, sync, verify
 from sf2pg.devstack.result_chunks import ChunkSizes
-from sf2pg.extract import STREAM_READ_AHEAD, SnowflakeChunkSource, stream_query
 from sf2pg.load.conform import conform
 from sf2pg.load.target import prepare_target
-from sf2pg.resources import snowflake_resource
-from sf2pg.runs import migrate, sync, verify
-from sf2pg.snowflake_connection import DEFAULT_PREFETCH_THREADS
-from sf2pg.typemap import SourceColumn
+from sf2pg.plan.chunks import Chunk
+from sf2pg.source.extract import STREAM_READ_AHEAD, SnowflakeChunkSource, stream_query
+from sf2pg.source.snowflake_connection import DEFAULT_PREFETCH_THREADS
 from sf2pg_tests.conftest import EMULATOR_SETTINGS
 from sf2pg_tests.harness import World, source_rows, target_rows
 

@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 
-from sf2pg.chunks import Chunk
-from sf2pg.extract import SnowflakeChunkSource
-from sf2pg.typemap import SourceColumn
+from sf2pg.config.typemap import SourceColumn
+from sf2pg.plan.chunks import Chunk
+from sf2pg.source.extract import SnowflakeChunkSource
 
 COLUMNS = [SourceColumn("ID", "NUMBER", 18, 0)]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sf2pg.identifiers import PG_MAX_NAME_BYTES, pg_column_match, pg_name_for, pg_truncated
+from sf2pg.config.identifiers import PG_MAX_NAME_BYTES, pg_column_match, pg_name_for, pg_truncated
+from sf2pg.config.typemap import SourceColumn
 from sf2pg.load.target import TargetSchemaError, plan_columns
-from sf2pg.typemap import SourceColumn
 
 
 def test_names_that_fit_keep_the_rule_they_always_had():

@@ -32,7 +32,7 @@ def test_the_wheel_holds_no_tests_and_requires_none_of_the_demo_or_test_tools(tm
     wheel = build_wheel(tmp_path)
     names = wheel.namelist()
     assert not [n for n in names if n.startswith("sf2pg_tests/") or "/test_" in n]
-    assert "sf2pg/cli.py" in names and "sf2pg/components/templates/sf2pg.json" in names
+    assert "sf2pg/cli/main.py" in names and "sf2pg/dagster/components/templates/sf2pg.json" in names
     assert "sf2pg/sql/migration_status_schema.sql" in names
     [metadata] = [n for n in names if n.endswith(".dist-info/METADATA")]
     requires = [Requirement(r) for r in Parser().parsestr(wheel.read(metadata).decode()).get_all("Requires-Dist")]
@@ -45,4 +45,4 @@ def test_the_wheel_holds_no_tests_and_requires_none_of_the_demo_or_test_tools(tm
     [capped] = [r for r in demo if r.name == "snowflake-connector-python"]
     assert not capped.specifier.contains("5.0.0")
     [entry_points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
-    assert "[dagster_dg_cli.registry_modules]\nsf2pg = sf2pg.components" in wheel.read(entry_points).decode()
+    assert "[dagster_dg_cli.registry_modules]\nsf2pg = sf2pg.dagster.components" in wheel.read(entry_points).decode()

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from sf2pg.chunks import (
+from sf2pg.plan.chunks import (
     ALL_KEY,
     END_DATE,
     END_TIMESTAMP,
@@ -20,7 +20,7 @@ from sf2pg.chunks import (
     parse_chunk_key,
     sf_range,
 )
-from sf2pg.planning import buckets_from_rows, plan_chunks, replace_dense, tile
+from sf2pg.plan.planning import buckets_from_rows, plan_chunks, replace_dense, tile
 
 D = dt.datetime
 
@@ -179,7 +179,7 @@ def test_a_chunking_type_fits_only_the_snowflake_types_it_plans_exactly(kind, sf
 
 
 def test_unset_rows_per_chunk_gives_two_chunks_per_thread_between_100k_and_1m_rows():
-    from sf2pg.planning import auto_chunk_rows
+    from sf2pg.plan.planning import auto_chunk_rows
 
     assert auto_chunk_rows(1_000_000, 4) == 125_000  # 8 chunks: every thread busy, and one more each
     assert auto_chunk_rows(50_000_000, 4) == 1_000_000  # a big table: chunks stay small enough to retry
@@ -189,7 +189,7 @@ def test_unset_rows_per_chunk_gives_two_chunks_per_thread_between_100k_and_1m_ro
 
 
 def test_a_1m_row_table_without_rows_per_chunk_plans_enough_chunks_for_its_threads():
-    from sf2pg.planning import auto_chunk_rows
+    from sf2pg.plan.planning import auto_chunk_rows
 
     # the distribution query's ID buckets: (bucket, rows, smallest ID, largest ID)
     buckets, _ = buckets_from_rows("id", [(i, 250, i * 250, i * 250 + 249) for i in range(4096)])

@@ -3,8 +3,8 @@
 import pytest
 from dagster import DagsterExecutionInterruptedError, Failure, RetryRequested
 
+from sf2pg.dagster.retries import STEP_RETRIES, retried_on_failure
 from sf2pg.errors import InputError
-from sf2pg.retries import STEP_RETRIES, retried_on_failure
 
 
 def test_a_failure_that_may_pass_requests_the_policys_retries_with_growing_waits():
@@ -44,7 +44,7 @@ def test_a_failure_that_allows_retries_is_retried_as_a_declared_policy_would():
 
 
 def test_a_retry_is_announced_with_the_failure_and_when_the_next_attempt_starts():
-    from sf2pg import progress
+    from sf2pg.run import progress
 
     class Listener:
         def __init__(self):
@@ -89,9 +89,9 @@ SHOP = {
 
 
 def test_the_cli_prints_a_line_per_retry_naming_the_table_and_the_next_attempt(capsys):
-    from sf2pg.cli import _LoadProgress
-    from sf2pg.config import parse_config
-    from sf2pg.progress import RetryScheduled
+    from sf2pg.cli.main import _LoadProgress
+    from sf2pg.config.loading import parse_config
+    from sf2pg.run.progress import RetryScheduled
 
     class Plan:
         chunks, new_keys, source_queries = ["a", "b"], [], 1
@@ -114,14 +114,15 @@ def test_the_cli_prints_a_line_per_retry_naming_the_table_and_the_next_attempt(c
 def test_a_retry_in_a_real_run_is_announced_in_the_run_log_and_to_the_display(world, monkeypatch):
     from dagster import DagsterInstance, RetryPolicy, materialize
 
-    from sf2pg import progress, retries
-    from sf2pg.assets import IO_MANAGER_KEY, build_table_asset
-    from sf2pg.build import build_resources
-    from sf2pg.config import parse_config
-    from sf2pg.io_manager import PostgresCopyIOManager
-    from sf2pg.partitions import partitions_name
-    from sf2pg.resources import PostgresResource
-    from sf2pg.runs import plan_tables
+    from sf2pg.config.loading import parse_config
+    from sf2pg.dagster import retries
+    from sf2pg.dagster.assets import IO_MANAGER_KEY, build_table_asset
+    from sf2pg.dagster.definitions import build_resources
+    from sf2pg.dagster.io_manager import PostgresCopyIOManager
+    from sf2pg.dagster.partitions import partitions_name
+    from sf2pg.dagster.resources import PostgresResource
+    from sf2pg.dagster.runner import plan_tables
+    from sf2pg.run import progress
     from sf2pg_tests.test_load.test_migrate import all_types_config, seed_all_types
 
     seed_all_types(world, 50)

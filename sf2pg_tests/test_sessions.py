@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from dagster import build_init_resource_context
 
-from sf2pg.resources import snowflake_resource
+from sf2pg.dagster.resources import snowflake_resource
 from sf2pg_tests.harness import Stack
 
 
@@ -83,7 +83,7 @@ def test_a_session_taken_before_a_failure_elsewhere_ends_when_it_comes_back(run_
 def test_a_session_idle_too_long_is_ended_instead_of_reused(run_resource, monkeypatch: pytest.MonkeyPatch):
     with run_resource.get_connection() as idle:
         pass
-    monkeypatch.setattr("sf2pg.snowflake_connection.SESSION_IDLE_SECONDS", 0.0)  # as if 4 minutes had passed
+    monkeypatch.setattr("sf2pg.source.snowflake_connection.SESSION_IDLE_SECONDS", 0.0)  # as if 4 minutes had passed
     with run_resource.get_connection() as fresh:
         assert fresh is not idle and _select_one(fresh) == 1
     assert idle.is_closed()

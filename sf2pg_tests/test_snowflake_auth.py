@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from dagster import EnvVar, build_resources
 
-from sf2pg.resources import snowflake_resource
-from sf2pg.snowflake_connection import AUTH_VARIABLES
-from sf2pg.snowflake_session import SnowflakeSettingsError
+from sf2pg.dagster.resources import snowflake_resource
+from sf2pg.source.snowflake_connection import AUTH_VARIABLES
+from sf2pg.source.snowflake_session import SnowflakeSettingsError
 from sf2pg_tests.harness import Stack, World
 
 

@@ -16,12 +16,12 @@ import pytest
 from dagster import DagsterInstance
 from snowflake.connector.errors import OperationalError, ProgrammingError
 
-from sf2pg.config import parse_config
+from sf2pg.config.loading import parse_config
+from sf2pg.dagster.resources import snowflake_resource
+from sf2pg.dagster.runner import migrate
 from sf2pg.devstack.emulator import free_port
-from sf2pg.extract import StatementTimeoutError, stream_query
-from sf2pg.resources import snowflake_resource
-from sf2pg.runs import migrate
-from sf2pg.snowflake_session import SNOWFLAKE_SESSION, SnowflakeSettingsError, retry_budget
+from sf2pg.source.extract import StatementTimeoutError, stream_query
+from sf2pg.source.snowflake_session import SNOWFLAKE_SESSION, SnowflakeSettingsError, retry_budget
 from sf2pg_tests.harness import Stack, World
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from sf2pg.identifiers import pg_name_for, sf_quote
-from sf2pg.typemap import (
+from sf2pg.config.identifiers import pg_name_for, sf_quote
+from sf2pg.config.typemap import (
     IncompatibleTypeError,
     PgColumn,
     SourceColumn,

@@ -6,6 +6,8 @@ the limit, server-side ``COPY ... FROM 'file' (FORMAT binary)``. The same run th
 the emulator: end to end, orchestration overhead per chunk, planning a skewed table and an
 incremental sync (see ``scenarios.py``), peak memory, and finally whole ``sf2pg`` commands as a user
 runs them, beside read-only baselines and the peers (see ``commands.py``).
+
+Why one module: the benchmark's entry point, one function per scenario, run by hand (``python -m sf2pg.bench``), never by sf2pg itself.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from rich.console import Console
 from rich.table import Table
 
 from sf2pg.bench.settling import settle
-from sf2pg.chunks import Chunk, chunk_key
-from sf2pg.typemap import SourceColumn
+from sf2pg.config.typemap import SourceColumn
+from sf2pg.plan.chunks import Chunk, chunk_key
 
 console = Console(width=120)
 STATE = Path(".sf2pg/bench")
@@ -140,8 +142,8 @@ def time_load_path(
 ) -> float:
     import psycopg
 
+    from sf2pg.dagster.resources import PostgresResource
     from sf2pg.load.table import TableLoad, load_table
-    from sf2pg.resources import PostgresResource
 
     with psycopg.connect(dbname=database, autocommit=True) as conn:
         reset(conn, "events")
@@ -247,8 +249,8 @@ def end_to_end(rows: int, database: str, rounds: int) -> dict:
 
     import sf2pg.load.table as load_table
     from sf2pg.bench.scenarios import bench_config, fresh_schema, seed
-    from sf2pg.resources import snowflake_resource
-    from sf2pg.runs import migrate, plan_tables
+    from sf2pg.dagster.resources import snowflake_resource
+    from sf2pg.dagster.runner import migrate, plan_tables
 
     with snowflake_resource(resolve=True).get_connection() as sf:
         seconds = seed(sf, "EVENTS", rows)
@@ -302,7 +304,7 @@ def end_to_end(rows: int, database: str, rounds: int) -> dict:
 
 
 def _timed_migrate(config, instance, migrate) -> dict:
-    """One ``sf2pg.runs.migrate`` (the CLI's path), split into planning, the Dagster steps and the rest,
+    """One ``sf2pg.run.commands.migrate`` (the CLI's path), split into planning, the Dagster steps and the rest,
     with the client's CPU seconds."""
     marks: dict[str, float] = {}
     cpu0 = process_cpu()

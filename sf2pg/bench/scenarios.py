@@ -15,7 +15,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from sf2pg.config import AppConfig, parse_config
+from sf2pg.config.loading import parse_config
+from sf2pg.config.model import AppConfig
 
 SF_TABLE = '"BENCH_DB"."PUBLIC".{}'
 
@@ -207,7 +208,7 @@ def _run_migrate(config: AppConfig) -> dict:
 def _migrate_on(config: AppConfig, instance: Any) -> dict:
     import psycopg
 
-    from sf2pg.runs import migrate
+    from sf2pg.dagster.runner import migrate
 
     spec = config.tables()[0]
     fresh_schema(spec.pg_database, spec.pg_schema)
@@ -251,7 +252,7 @@ def _migrate_on(config: AppConfig, instance: Any) -> dict:
 
 def orchestration(database: str, rows: int, rows_per_chunk: int) -> dict:
     """A single-run backfill of ~rows/rows_per_chunk small chunks, and the same rows in one chunk."""
-    from sf2pg.resources import snowflake_resource
+    from sf2pg.dagster.resources import snowflake_resource
 
     with snowflake_resource(resolve=True).get_connection() as sf:
         seed(sf, "SMALL_CHUNKS", rows)
@@ -275,8 +276,8 @@ def orchestration(database: str, rows: int, rows_per_chunk: int) -> dict:
 
 def skewed_planning(rows: int, rows_per_chunk: int) -> dict:
     """Plan a table whose timestamps crowd its first days (day 1 holds ~23% of the rows)."""
-    from sf2pg.planning import plan_table
-    from sf2pg.resources import snowflake_resource
+    from sf2pg.dagster.resources import snowflake_resource
+    from sf2pg.plan.planning import plan_table
 
     spec = bench_config("bench", "plan", "SKEWED", rows_per_chunk, chunking=("TS", "timestamp")).tables()[0]
     # ts = 2024-01-01 + 365 days * (i/rows)^4: the density falls off steeply after the first day
@@ -290,7 +291,7 @@ def skewed_planning(rows: int, rows_per_chunk: int) -> dict:
             )
             .fetchone()[0]
         )
-        from sf2pg.partitions import source_columns
+        from sf2pg.plan.planning import source_columns
 
         columns = source_columns(sf, spec)
         t0 = time.perf_counter()
@@ -328,8 +329,8 @@ def incremental_sync(database: str, rows: int, changed: int) -> dict:
 def _sync_on(database: str, rows: int, changed: int, instance: Any) -> dict:
     import psycopg
 
-    from sf2pg.resources import snowflake_resource
-    from sf2pg.runs import migrate, sync
+    from sf2pg.dagster.resources import snowflake_resource
+    from sf2pg.dagster.runner import migrate, sync
 
     config = bench_config(database, "sync", "SYNC_EVENTS", max(rows // 8, 1000), source_watermark="UPDATED_AT")
     step = rows // changed

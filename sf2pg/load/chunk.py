@@ -22,16 +22,17 @@ import datetime as dt
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from sf2pg.chunks import Chunk, watermark_text
 from sf2pg.errors import InputError
 from sf2pg.load import ledger, locks
 from sf2pg.load.copy import copy_batches
 from sf2pg.load.target import TargetTable
+from sf2pg.plan.chunks import Chunk, watermark_text
 
 _STAGE = sql.Identifier("sf2pg_stage")
 
@@ -56,6 +57,30 @@ class ChunkResult:
     fallback: str | None = None  # fallback tiers this load took, as recorded in the ledger
 
 
+def is_timestamptz(pg_type: str) -> bool:
+    """Whether a PostgreSQL type (either spelling) is ``timestamp with time zone``, whose bounds (naive UTC
+    in a chunk) are bound as UTC."""
+    return pg_type in ("timestamp with time zone", "timestamptz")
+
+
+def pg_bound(value: Any, tz: bool) -> Any:
+    """A chunk bound as PostgreSQL compares it: naive UTC made aware for a ``timestamptz`` column."""
+    return value.replace(tzinfo=dt.UTC) if tz else value
+
+
+def chunk_rows(col: sql.Composable, chunk: Chunk, tz: bool) -> tuple[sql.Composable, tuple]:
+    """SQL and parameters selecting the chunk's rows by ``col``: the one place a chunk's PostgreSQL range
+    predicate is written (loads, deletes and the checks' fingerprints all use it)."""
+    if chunk.is_all:
+        return sql.SQL("TRUE"), ()
+    if chunk.is_null:
+        return sql.SQL("{} IS NULL").format(col), ()
+    lower, upper = pg_bound(chunk.lower, tz), pg_bound(chunk.upper, tz)
+    if chunk.is_outside:
+        return sql.SQL("({} < %s OR {} >= %s)").format(col, col), (lower, upper)
+    return sql.SQL("{} >= %s AND {} < %s").format(col, col), (lower, upper)
+
+
 def range_predicate(target: TargetTable, chunk: Chunk, table_alias: str | None = None) -> tuple[sql.Composable, tuple]:
     """SQL and parameters selecting the chunk's rows in the target."""
     if chunk.is_all:
@@ -66,14 +91,7 @@ def range_predicate(target: TargetTable, chunk: Chunk, table_alias: str | None =
         if table_alias
         else sql.Identifier(target.chunk_column.target)
     )
-    if chunk.is_null:
-        return sql.SQL("{} IS NULL").format(col), ()
-    lower, upper = chunk.lower, chunk.upper
-    if target.chunk_column.load_type.pg_type in ("timestamp with time zone", "timestamptz"):
-        lower, upper = lower.replace(tzinfo=dt.UTC), upper.replace(tzinfo=dt.UTC)  # type: ignore[union-attr]
-    if chunk.is_outside:
-        return sql.SQL("({} < %s OR {} >= %s)").format(col, col), (lower, upper)
-    return sql.SQL("{} >= %s AND {} < %s").format(col, col), (lower, upper)
+    return chunk_rows(col, chunk, is_timestamptz(target.chunk_column.load_type.pg_type))
 
 
 def window_predicate(target: TargetTable, window: Chunk) -> tuple[sql.Composable, tuple]:
@@ -81,8 +99,8 @@ def window_predicate(target: TargetTable, window: Chunk) -> tuple[sql.Composable
     assert target.watermark_column is not None
     col = sql.Identifier(target.watermark_column.target)
     low, high = window.lower, window.upper
-    if target.watermark_column.load_type.pg_type in ("timestamp with time zone", "timestamptz"):
-        low, high = low.replace(tzinfo=dt.UTC), high.replace(tzinfo=dt.UTC)  # type: ignore[union-attr]
+    if is_timestamptz(target.watermark_column.load_type.pg_type):
+        low, high = pg_bound(low, True), pg_bound(high, True)
     elif target.watermark_column.load_type.pg_type == "date" and isinstance(low, dt.datetime):
         low, high = low.date(), high.date()  # type: ignore[union-attr]
     return sql.SQL("{} >= %s AND {} <= %s").format(col, col), (low, high)

@@ -18,15 +18,15 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from sf2pg.chunks import NULL_KEY, OUTSIDE_KEY, Chunk
-from sf2pg.config import TableSpec
+from sf2pg.config.model import TableSpec
 from sf2pg.errors import InputError
-from sf2pg.extract import ChunkSource
 from sf2pg.load import locks
 from sf2pg.load.chunk import range_predicate
 from sf2pg.load.conform import conform
 from sf2pg.load.copy import copy_batches
 from sf2pg.load.target import TargetTable
+from sf2pg.plan.chunks import NULL_KEY, OUTSIDE_KEY, Chunk
+from sf2pg.source.extract import ChunkSource
 
 _KEYS = sql.Identifier("sf2pg_source_keys")
 

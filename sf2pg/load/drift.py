@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from sf2pg.typemap import SF_TEXT_MAX, SourceColumn, family, sf_type_text
+from sf2pg.config.typemap import SF_TEXT_MAX, SourceColumn, family, sf_type_text
 
 ChangeKind = Literal["added", "widened", "narrowed", "retyped", "dropped"]
 SAFE: tuple[ChangeKind, ...] = ("added", "widened")  # applied on their own; the others need the config's say

@@ -1,6 +1,6 @@
 """What one run of a table loads, described from Snowflake before any row moves, and what it did.
 
-The Dagster asset body (``sf2pg.assets``) and the CLI's own runs (``sf2pg.headless``) both describe a
+The Dagster asset body (``sf2pg.dagster.assets``) and the CLI's own runs (``sf2pg.run.runners``) both describe a
 run here, so they load identically.
 """
 
@@ -9,12 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sf2pg.chunks import INCREMENTAL_PREFIX, parse_chunk_key, watermark_text
-from sf2pg.config import TableSpec
-from sf2pg.extract import SnowflakeChunkSource, find_column
-from sf2pg.incremental import source_high, window_from_tags
+from sf2pg.config.model import TableSpec
 from sf2pg.load.table import TableLoad, TableLoadSummary
-from sf2pg.planning import source_columns
+from sf2pg.plan.chunks import INCREMENTAL_PREFIX, parse_chunk_key, watermark_text
+from sf2pg.plan.incremental import source_high, window_from_tags
+from sf2pg.plan.planning import source_columns
+from sf2pg.source.extract import SnowflakeChunkSource
+from sf2pg.source.statements import find_column
 
 
 def describe_load(
@@ -30,7 +31,7 @@ def describe_load(
     a sync window. ``snowflake`` is anything with ``get_connection()``.
 
     For a table with a watermark it first reads the source's maximum: the load's reads all come after
-    it, so the first sync after this load starts there (see ``sf2pg.incremental``)."""
+    it, so the first sync after this load starts there (see ``sf2pg.plan.incremental``)."""
     with snowflake.get_connection() as conn:
         columns = source_columns(conn, spec)
         watermark = (

@@ -13,15 +13,19 @@ those chunks: the table is again whole chunks only, and re-running them merges b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
 
-from sf2pg.chunks import ChunkingType, parse_chunk_key
+from sf2pg.config.model import TableSpec
+from sf2pg.config.typemap import SourceColumn
 from sf2pg.load import indexes, ledger
 from sf2pg.load.chunk import range_predicate
-from sf2pg.load.target import TargetTable
+from sf2pg.load.postgres import Connects
+from sf2pg.load.target import ColumnRules, TargetTable, prepare_target
+from sf2pg.plan.chunks import ChunkingType, parse_chunk_key
 
 
 def can_defer(conn: psycopg.Connection, target: TargetTable) -> bool:
@@ -112,3 +116,28 @@ def _empty_chunks_with_repeated_keys(
                 ledger.fail_emptied_chunk(conn, target.schema, target.table, key, why, run_id)
                 failed[key] = why
     return failed, permanent
+
+
+def rebuild_after_interrupted_load(
+    postgres: Connects, spec: TableSpec, source_columns: Callable[[], list[SourceColumn]]
+) -> None:
+    """A full load killed after its last chunk but before it rebuilt what it dropped leaves nothing to
+    resume; rebuild its indexes (and key) now. A key it received twice empties and fails the chunks
+    holding it (``rebuild``), which the resumed migration then loads. ``source_columns`` is asked
+    only when something was left dropped."""
+    with postgres.get_connection(spec.pg_database) as conn:
+        if not indexes.saved_any(conn, spec.pg_schema, spec.pg_table):
+            return
+    columns = source_columns()
+    with postgres.get_connection(spec.pg_database) as conn:
+        where = f"table {spec.name} ({spec.config_path})"
+        target = prepare_target(
+            conn, spec.pg_schema, spec.pg_table, columns, spec.uniqueness_columns, spec.chunking_column, where,
+            rules=ColumnRules.of(spec), keys_only=True,
+        )  # fmt: skip
+        if not indexes.lock_indexes(conn, spec.pg_schema, spec.pg_table):
+            return  # a load of the table is running: it rebuilds them when it ends
+        try:
+            rebuild(conn, target, spec.chunking_type, None)
+        finally:
+            indexes.unlock_indexes(conn, spec.pg_schema, spec.pg_table)

@@ -3,6 +3,9 @@
 It holds a table's whole plan (every chunk with its bounds and state: planned, running, completed,
 failed), the settled watermark that incremental sync starts from, and a row per committed window.
 Chunk and window rows are written inside the transaction that writes their data.
+
+Why one module: it is the ledger's one API (tables, the plan, chunk states, watermarks, columns and schema changes),
+its sections following the ``migration_status`` tables they read and write.
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from sf2pg.chunks import Chunk, parse_watermark
 from sf2pg.errors import InputError
+from sf2pg.load import locks
+from sf2pg.plan.chunks import Chunk, parse_watermark
 
 DDL_PATH = Path(__file__).resolve().parents[1] / "sql" / "migration_status_schema.sql"
-_LEDGER_LOCK = 0x5F2F6001  # serialises first-use creation across concurrent loaders
 
 
 def ensure_ledger(conn: psycopg.Connection) -> None:
@@ -29,7 +32,7 @@ def ensure_ledger(conn: psycopg.Connection) -> None:
     if is_current(conn):
         return
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LEDGER_LOCK,))
+        locks.ledger_ddl_lock(conn)
         conn.execute(DDL_PATH.read_text())
 
 
@@ -266,6 +269,16 @@ def loaded_keys(conn: psycopg.Connection, schema: str, table: str) -> list[str]:
         (schema, table),
     ).fetchall()
     return [r[0] for r in rows]
+
+
+def completed_chunks(conn: psycopg.Connection, schema: str, table: str) -> list[tuple]:
+    """(chunk key, mode, rows copied, completed at, run id) of every loaded chunk, for the Dagster layer
+    to report as materializations."""
+    return conn.execute(
+        "SELECT chunk_key, mode, rows_copied, completed_at, run_id FROM migration_status.chunk_state "
+        "WHERE target_schema = %s AND target_table = %s AND status = 'completed'",
+        (schema, table),
+    ).fetchall()
 
 
 def chunk_counts(conn: psycopg.Connection, schema: str, table: str) -> tuple[int, int]:

@@ -11,11 +11,15 @@ Locks are keyed by text (``hashtextextended``), so a name says what it guards:
   commit. So a write that read Snowflake earlier can never commit after one that read later.
 - ``read``: one chunk's source read to its commit, across runs (session lock), so two runs loading
   the same chunk commit in the order they read.
+- the ledger's DDL: creating or upgrading ``migration_status`` on first use (transaction lock; keyed by
+  the number it has always had, so loaders of earlier versions still exclude it).
 """
 
 from __future__ import annotations
 
 import psycopg
+
+LEDGER_DDL_KEY = 0x5F2F6001
 
 
 def table_key(schema: str, table: str) -> str:
@@ -64,3 +68,8 @@ def hold_lease_exclusive(conn: psycopg.Connection, schema: str, table: str) -> N
     """Inside a transaction: wait until no chunk load of the table is between its read and its commit,
     and keep new ones from reading until this transaction ends."""
     xact_lock(conn, lease_key(schema, table))
+
+
+def ledger_ddl_lock(conn: psycopg.Connection) -> None:
+    """Inside a transaction: serialise the ledger's creation across concurrent loaders."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (LEDGER_DDL_KEY,))

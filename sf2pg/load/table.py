@@ -3,6 +3,8 @@
 A run may also carry an incremental window (a sync): it loads first, then any of the run's chunks not
 loaded yet, then delete detection when the table asks for it. This is the mechanism behind the IO
 manager and the CLI; it knows nothing of Dagster.
+
+Why one module: load_table's steps (prepare, window, chunks in parallel, tidy up) share one run's state; the lease and the read-ahead are in ``read_ahead``.
 """
 
 from __future__ import annotations
@@ -23,23 +25,20 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from sf2pg.chunks import Chunk, parse_watermark, watermark_text
-from sf2pg.config import TableSpec
+from sf2pg.config.model import TableSpec
+from sf2pg.config.typemap import SourceColumn
 from sf2pg.errors import InputError
-from sf2pg.extract import ChunkSource
-from sf2pg.incremental import Window
 from sf2pg.load import deletes, indexes, keys, ledger, locks
 from sf2pg.load.chunk import ChunkResult, load_chunk, load_window
 from sf2pg.load.conform import BadDataError, conform
+from sf2pg.load.postgres import Connects, apply_bulk_session_settings
+from sf2pg.load.read_ahead import ChunkInterrupted, ReadAhead, TableLease, close_stream
 from sf2pg.load.target import ColumnRules, TargetTable, prepare_target
-from sf2pg.postgres import Connects, apply_bulk_session_settings
-from sf2pg.typemap import SourceColumn
+from sf2pg.plan.chunks import Chunk, parse_watermark, watermark_text
+from sf2pg.plan.incremental import Window
+from sf2pg.source.extract import ChunkSource
 
 log = logging.getLogger("sf2pg")
-
-
-class ChunkInterrupted(RuntimeError):
-    """The run was interrupted while this chunk loaded; its transaction rolled back."""
 
 
 class ChunkLoadError(RuntimeError):
@@ -268,7 +267,7 @@ def _settle_before_reading(control: psycopg.Connection, job: TableLoad, target: 
     if ledger.settled_watermark(control, spec.pg_schema, spec.pg_table) is None and ledger.loaded_keys(
         control, spec.pg_schema, spec.pg_table
     ):
-        from sf2pg.incremental import legacy_floor  # a table loaded by sf2pg before 0.2
+        from sf2pg.plan.incremental import legacy_floor  # a table loaded by sf2pg before 0.2
 
         value = legacy_floor(control, spec, target.watermark_column.source) if target.watermark_column else None
         floor = None if value is None else watermark_text(value)
@@ -387,7 +386,7 @@ def _load_chunks(
     if not job.chunks:
         return
     connections = _TargetConnections(postgres, spec.pg_database)
-    lease = _TableLease(postgres, spec.pg_database, target.schema, target.table)
+    lease = TableLease(postgres, spec.pg_database, target.schema, target.table)
     stop = threading.Event()  # set when the run is interrupted: in-flight chunks roll back, queued ones never start
 
     def batches(chunk: Chunk, batch_size: int) -> Iterator[pa.RecordBatch]:
@@ -401,7 +400,7 @@ def _load_chunks(
                     ahead.open_next()
                 yield batch
         finally:
-            _close(source)
+            close_stream(source)
 
     def run(chunk: Chunk) -> ChunkResult:
         try:
@@ -442,7 +441,7 @@ def _load_chunks(
                 raise ChunkLoadError(message, permanent=_is_permanent(exc)) from exc
 
     workers = max(1, min(spec.parallel_threads, len(job.chunks)))
-    ahead = _ReadAhead(job.source, job.chunks, loaded, READ_AHEAD * workers, lease)
+    ahead = ReadAhead(job.source, job.chunks, loaded, READ_AHEAD * workers, lease)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sf2pg-chunk")
     try:
         futures = {pool.submit(run, chunk): chunk for chunk in job.chunks}
@@ -506,135 +505,7 @@ def _failure_message(exc: Exception, interrupted: bool, batch_size: int, tiers_t
     return f"{_side_of(exc)} failed: {exc}".strip()
 
 
-def _close(stream: object) -> None:
-    close = getattr(stream, "close", None)
-    if close:
-        close()
-
-
-class _TableLease:
-    """This load's hold on the table's lease (see ``sf2pg.load.locks``): shared, taken before a chunk's
-    Snowflake read and given back after its transaction ends, so a window never commits between a
-    chunk's read and its commit. With it goes the chunk's read lock, so two runs loading one chunk
-    commit in the order they read.
-
-    Held on a connection of its own. Every call is a non-waiting try, so no thread ever blocks on the
-    server while holding the connection another thread needs to give its hold back."""
-
-    def __init__(self, postgres: Connects, database: str, schema: str, table: str) -> None:
-        self._postgres, self._database, self._schema, self._table = postgres, database, schema, table
-        self._mutex = threading.Lock()
-        self._stack = ExitStack()
-        self._conn: psycopg.Connection | None = None
-
-    def _connection(self) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed:
-            self._conn = self._stack.enter_context(self._postgres.get_connection(self._database))
-        return self._conn
-
-    def try_take(self, chunk_key: str) -> bool:
-        with self._mutex:
-            conn = self._connection()
-            lease = locks.lease_key(self._schema, self._table)
-            if not locks.try_lock(conn, lease, shared=True):
-                return False
-            if locks.try_lock(conn, locks.read_key(self._schema, self._table, chunk_key)):
-                return True
-            locks.unlock(conn, lease, shared=True)
-            return False
-
-    def take(self, chunk_key: str, stop: threading.Event) -> None:
-        """Wait for the lease: a window or check holds it, or another run is between its read and its
-        commit of this chunk."""
-        while not self.try_take(chunk_key):
-            if stop.wait(0.05):
-                raise ChunkInterrupted("stopped while waiting for the table's lease")
-
-    def give_back(self, chunk_key: str) -> None:
-        with self._mutex:
-            if self._conn is None or self._conn.closed:
-                return
-            locks.unlock(self._conn, locks.read_key(self._schema, self._table, chunk_key))
-            locks.unlock(self._conn, locks.lease_key(self._schema, self._table), shared=True)
-
-    def close(self) -> None:
-        """Ends the session, which gives back whatever it still holds."""
-        with self._mutex:
-            self._stack.close()
-            self._conn = None
-
-
-class _ReadAhead:
-    """Opens the next chunk's source stream while earlier chunks load, so its query overlaps their COPY.
-
-    Each chunk whose rows have started flowing opens at most the next one, and at most ``limit`` opened
-    streams wait unread at a time, so memory holds the loading chunks' prefetched batches plus those of
-    ``limit`` waiting streams. Chunks are opened ahead in ``chunks`` order (the pool's submission order).
-    A stream is opened only under the chunk's lease; opening ahead never waits for it.
-    """
-
-    def __init__(
-        self, source: ChunkSource, chunks: list[Chunk], columns: list[SourceColumn], limit: int, lease: _TableLease
-    ) -> None:
-        self._source, self._columns, self.limit, self._lease = source, columns, limit, lease
-        self._order, self._next = chunks, 0
-        self._started: set[str] = set()
-        self._leased: set[str] = set()
-        self._opened: dict[str, Iterator[pa.Table | pa.RecordBatch]] = {}
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def take(self, chunk: Chunk, stop: threading.Event) -> Iterator[pa.Table | pa.RecordBatch]:
-        """The chunk's stream opened ahead, else a fresh one (a retry always re-reads afresh)."""
-        with self._lock:
-            self._started.add(chunk.key)
-            stream = self._opened.pop(chunk.key, None)
-            leased = chunk.key in self._leased
-        if stream is not None:
-            return stream
-        if not leased:
-            self._lease.take(chunk.key, stop)
-            with self._lock:
-                self._leased.add(chunk.key)
-        return self._source.open(chunk, self._columns)
-
-    def open_next(self) -> None:
-        with self._lock:
-            while self._next < len(self._order) and self._order[self._next].key in self._started:
-                self._next += 1
-            if self._closed or self._next >= len(self._order) or len(self._opened) >= self.limit:
-                return
-            chunk = self._order[self._next]
-            if not self._lease.try_take(chunk.key):
-                return  # a window waits for the lease (or another run loads this chunk): read later
-            self._started.add(chunk.key)
-            self._leased.add(chunk.key)
-            # under the lock: open() only starts a background reader, it does not wait for rows
-            self._opened[chunk.key] = self._source.open(chunk, self._columns)
-
-    def discard(self, chunk: Chunk) -> None:
-        """The chunk's transaction has ended: close its stream if it was opened ahead but never read, and
-        give back its lease."""
-        with self._lock:
-            stream = self._opened.pop(chunk.key, None)
-            leased = chunk.key in self._leased
-            self._leased.discard(chunk.key)
-        _close(stream)
-        if leased:
-            self._lease.give_back(chunk.key)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            opened, self._opened = list(self._opened.values()), {}
-            leased, self._leased = list(self._leased), set()
-        for stream in opened:
-            _close(stream)
-        for key in leased:
-            self._lease.give_back(key)
-
-
-# Chunk streams opened ahead per loader thread (see _ReadAhead): one lets every loader's next chunk
+# Chunk streams opened ahead per loader thread (see ReadAhead): one lets every loader's next chunk
 # query start as soon as a query slot frees up (the Snowflake source runs at most parallel_threads at
 # once), during the current chunk's COPY; memory then holds at most twice the loaders' streams.
 READ_AHEAD = 1

@@ -5,6 +5,8 @@ skipped, the exact Arrow type each must arrive in for binary COPY, and what a ch
 columns since the previous load does to the target (``sf2pg.load.drift``): a new column is added, a
 NUMBER or VARCHAR that grew widens its column, and anything else fails the load naming the column,
 unless the table's ``unsafe_schema_changes`` says to ignore it.
+
+Why one module: preparing a target (create, widen, add, keys) is one decision over the existing table's columns.
 """
 
 from __future__ import annotations
@@ -17,12 +19,8 @@ import pyarrow as pa
 from pgpq import ArrowToPostgresBinaryEncoder
 from psycopg import sql
 
-from sf2pg.errors import InputError
-from sf2pg.extract import UnknownColumnError, find_column
-from sf2pg.identifiers import pg_column_match, pg_fit, pg_name_for
-from sf2pg.load import drift, ledger, locks
-from sf2pg.load.indexes import saved_key
-from sf2pg.typemap import (
+from sf2pg.config.identifiers import pg_column_match, pg_fit, pg_name_for
+from sf2pg.config.typemap import (
     IncompatibleTypeError,
     PgColumn,
     SourceColumn,
@@ -34,9 +32,13 @@ from sf2pg.typemap import (
     pg_type_name,
     widened_type,
 )
+from sf2pg.errors import InputError
+from sf2pg.load import drift, ledger, locks
+from sf2pg.load.indexes import saved_key
+from sf2pg.source.statements import UnknownColumnError, find_column
 
 if TYPE_CHECKING:
-    from sf2pg.config import TableSpec
+    from sf2pg.config.model import TableSpec
 
 
 class TargetSchemaError(InputError):
@@ -148,7 +150,9 @@ def plan_columns(
     return planned
 
 
-def _existing_columns(conn: psycopg.Connection, schema: str, table: str) -> dict[str, PgColumn]:
+def existing_columns(conn: psycopg.Connection, schema: str, table: str) -> dict[str, PgColumn]:
+    """The target table's columns as PostgreSQL holds them, in table order (none if it does not exist);
+    find a source column among them with ``pg_column_match``."""
     rows = conn.execute(
         "SELECT column_name, data_type, numeric_precision, numeric_scale, character_maximum_length "
         "FROM information_schema.columns WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
@@ -210,7 +214,7 @@ def prepare_target(
             source_columns, where, rules, ledger.column_ranges(conn, schema, table) if wants_ranges else None
         )
         by_source = {c.name: (c, name, t) for c, name, t in planned}
-        existing = _existing_columns(conn, schema, table)
+        existing = existing_columns(conn, schema, table)
         if not existing:
             _create_table(conn, schema, table, planned, [by_source[k.name][1] for k in key_sources])
             columns = [ColumnPlan(c, name, t) for c, name, t in planned]
@@ -444,7 +448,7 @@ def _follow_changes(
     for statement in statements:
         conn.execute(statement)
     if statements:  # the real shapes, as information_schema now reports them
-        existing.update(_existing_columns(conn, schema, table))
+        existing.update(existing_columns(conn, schema, table))
     return out
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sf2pg.config import parse_config
-from sf2pg.planning import ledger_chunk_keys as loaded_chunk_keys
-from sf2pg.resources import PostgresResource
+from sf2pg.config.loading import parse_config
+from sf2pg.dagster.resources import PostgresResource
+from sf2pg.plan.planning import ledger_chunk_keys as loaded_chunk_keys
 from sf2pg_tests.harness import Stack, World
 from sf2pg_tests.test_cli import run_cli
 from sf2pg_tests.test_load.test_migrate import all_types_config, run, seed_all_types

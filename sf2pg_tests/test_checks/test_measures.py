@@ -8,7 +8,7 @@ import struct
 
 from psycopg import sql
 
-from sf2pg.measures import pg_float_parts, sf_float_parts
+from sf2pg.reconcile.measures import pg_float_parts, sf_float_parts
 from sf2pg_tests.harness import World
 
 DOUBLES = [

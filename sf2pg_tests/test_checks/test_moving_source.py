@@ -10,12 +10,12 @@ from pathlib import Path
 
 from dagster import AssetSelection, DagsterInstance, materialize
 
-from sf2pg.assets import asset_key, build_table_asset
-from sf2pg.build import build_resources
-from sf2pg.checks import build_table_checks
-from sf2pg.config import parse_config
-from sf2pg.incremental import watermark_text
-from sf2pg.partitions import partitions_name
+from sf2pg.config.loading import parse_config
+from sf2pg.dagster.assets import asset_key, build_table_asset
+from sf2pg.dagster.checks import build_table_checks
+from sf2pg.dagster.definitions import build_resources
+from sf2pg.dagster.partitions import partitions_name
+from sf2pg.plan.incremental import watermark_text
 from sf2pg_tests.harness import World
 from sf2pg_tests.test_cli import run_cli
 from sf2pg_tests.test_load.test_migrate import run
@@ -147,8 +147,8 @@ def test_a_comparison_waits_for_a_load_between_its_source_read_and_its_commit(wo
 
     import psycopg
 
+    from sf2pg.dagster.runner import verify
     from sf2pg.load import locks
-    from sf2pg.runs import verify
 
     raw, _, _, _ = seeded(world, tmp_path)
     spec = parse_config(raw).tables()[0]

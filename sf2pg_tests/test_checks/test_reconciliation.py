@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from dagster import AssetSelection, DagsterInstance, materialize
 
-from sf2pg.assets import asset_key, build_table_asset
-from sf2pg.build import build_resources
-from sf2pg.checks import build_table_checks
-from sf2pg.chunks import parse_chunk_key
-from sf2pg.config import parse_config
-from sf2pg.partitions import partitions_name
-from sf2pg.runs import verify
+from sf2pg.config.loading import parse_config
+from sf2pg.dagster.assets import asset_key, build_table_asset
+from sf2pg.dagster.checks import build_table_checks
+from sf2pg.dagster.definitions import build_resources
+from sf2pg.dagster.partitions import partitions_name
+from sf2pg.dagster.runner import verify
+from sf2pg.plan.chunks import parse_chunk_key
 from sf2pg_tests.harness import World
 from sf2pg_tests.test_load.test_migrate import all_types_config, run, seed_all_types
 
@@ -101,9 +101,9 @@ def test_the_partitioned_check_names_the_failing_chunk_in_dagster(world: World):
 
 
 def test_fingerprints_of_a_thousand_chunks_take_a_handful_of_source_queries(world: World):
-    from sf2pg.chunks import Chunk, chunk_key
-    from sf2pg.partitions import source_columns
-    from sf2pg.reconcile import fingerprint_chunks
+    from sf2pg.plan.chunks import Chunk, chunk_key
+    from sf2pg.plan.planning import source_columns
+    from sf2pg.reconcile.fingerprints import fingerprint_chunks
 
     _, spec, _ = loaded(world)
     chunks = [Chunk(chunk_key("id", i, i + 1), i, i + 1) for i in range(1, 1001)]
@@ -116,8 +116,8 @@ def test_fingerprints_of_a_thousand_chunks_take_a_handful_of_source_queries(worl
 def test_fingerprints_by_index_range_and_by_grouped_scan_agree(world: World):
     """The target side reads each chunk's index range when an index leads with the chunking column, and
     groups one scan otherwise; both must give the same verdicts, tampered chunk included."""
-    from sf2pg.partitions import source_columns
-    from sf2pg.reconcile import fingerprint_chunks
+    from sf2pg.plan.planning import source_columns
+    from sf2pg.reconcile.fingerprints import fingerprint_chunks
 
     _, spec, keys = loaded(world, chunking_columns=["ID"], chunking_column_types=["id"])
     chunks = [parse_chunk_key("id", k) for k in keys]
@@ -141,7 +141,7 @@ def check_statuses(instance: DagsterInstance, spec) -> dict[str, list[str]]:
     from dagster import AssetCheckKey, partition_loading_context
     from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionResolvedStatus
 
-    from sf2pg.partitions import partitions_def
+    from sf2pg.dagster.partitions import partitions_def
 
     key = AssetCheckKey(asset_key(spec), "chunk_fingerprint")
     with partition_loading_context(dynamic_partitions_store=instance):  # as the webserver's loader does

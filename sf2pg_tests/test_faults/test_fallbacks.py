@@ -11,13 +11,13 @@ import pytest
 import snowflake.connector
 from dagster import DagsterInstance, materialize
 
-from sf2pg.assets import build_table_asset
-from sf2pg.build import build_resources
-from sf2pg.config import parse_config
+from sf2pg.config.loading import parse_config
+from sf2pg.dagster.assets import build_table_asset
+from sf2pg.dagster.definitions import build_resources
+from sf2pg.dagster.partitions import partitions_name
+from sf2pg.dagster.runner import plan_tables
 from sf2pg.load import chunk as chunk_module
-from sf2pg.partitions import partitions_name
-from sf2pg.runs import plan_tables
-from sf2pg.snowflake_session import SNOWFLAKE_SESSION
+from sf2pg.source.snowflake_session import SNOWFLAKE_SESSION
 from sf2pg_tests.harness import World
 from sf2pg_tests.test_load.test_migrate import all_types_config, assert_exact, run, seed_all_types
 

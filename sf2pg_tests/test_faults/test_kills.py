@@ -16,8 +16,8 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance
 
-from sf2pg.config import parse_config
-from sf2pg.partitions import partitions_name
+from sf2pg.config.loading import parse_config
+from sf2pg.dagster.partitions import partitions_name
 from sf2pg_tests.harness import World
 from sf2pg_tests.test_load.test_migrate import all_types_config, assert_exact, seed_all_types
 

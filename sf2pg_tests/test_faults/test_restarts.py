@@ -8,8 +8,8 @@ import time
 import pytest
 from dagster import DagsterEventType, DagsterInstance
 
-from sf2pg.config import parse_config
-from sf2pg.runs import migrate
+from sf2pg.config.loading import parse_config
+from sf2pg.dagster.runner import migrate
 from sf2pg_tests.conftest import EMULATOR_SETTINGS
 from sf2pg_tests.harness import World
 from sf2pg_tests.test_load.test_migrate import all_types_config, assert_exact, seed_all_types
@@ -46,8 +46,8 @@ def test_a_postgresql_restart_mid_run_is_retried_and_the_run_ends_exact(world: W
 def test_a_snowflake_outage_mid_run_is_retried_and_names_the_source_side(
     world: World, tmp_path, monkeypatch: pytest.MonkeyPatch
 ):
+    from sf2pg.dagster.resources import snowflake_resource
     from sf2pg.devstack.emulator import start_emulator
-    from sf2pg.resources import snowflake_resource
 
     own = start_emulator(tmp_path / "sf", log_path=tmp_path / "emulator.log", settings=EMULATOR_SETTINGS)  # persistent
     for key, value in {**own.env(), "SNOWFLAKE_LOGIN_TIMEOUT": "5", "SNOWFLAKE_NETWORK_TIMEOUT": "10"}.items():

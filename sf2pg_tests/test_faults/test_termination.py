@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 
-from sf2pg.cli import main
-from sf2pg.config import parse_config
-from sf2pg.runs import plan_tables
+from sf2pg.cli.main import main
+from sf2pg.config.loading import parse_config
+from sf2pg.dagster.runner import plan_tables
 from sf2pg_tests.harness import World, dagster_deployment, running_daemon, submit_backfill
 from sf2pg_tests.test_faults.test_kills import (
     CHUNK_CHANGES,

@@ -10,10 +10,10 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 from dagster._core.execution.backfill import BulkActionStatus
 
-from sf2pg.build import build_definitions
-from sf2pg.config import parse_config
+from sf2pg.config.loading import parse_config
+from sf2pg.dagster.definitions import build_definitions
+from sf2pg.dagster.runner import plan_tables
 from sf2pg.devstack.seed import seed_demo
-from sf2pg.runs import plan_tables
 from sf2pg_tests.harness import World, dagster_deployment, running_daemon, source_rows, submit_backfill, target_rows
 
 REPO = Path(__file__).resolve().parents[2]

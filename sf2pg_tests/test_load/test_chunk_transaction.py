@@ -12,24 +12,25 @@ import time
 
 from dagster import DagsterInstance, materialize
 
-from sf2pg.assets import build_table_asset
-from sf2pg.build import build_resources
-from sf2pg.config import parse_config
-from sf2pg.partitions import partitions_name
+from sf2pg.config.loading import parse_config
+from sf2pg.dagster.assets import build_table_asset
+from sf2pg.dagster.definitions import build_resources
+from sf2pg.dagster.partitions import partitions_name
 from sf2pg_tests.harness import World
 from sf2pg_tests.test_load.test_migrate import all_types_config, assert_exact, run, seed_all_types
 
 KILLED_LOADER = """
 import json, sys, time
-from sf2pg.config import parse_config
-from sf2pg.extract import chunk_query, find_column, stream_query
+from sf2pg.config.loading import parse_config
+from sf2pg.source.extract import stream_query
+from sf2pg.source.statements import chunk_query, find_column
 from sf2pg.load import ledger
 from sf2pg.load.chunk import load_chunk
 from sf2pg.load.conform import conform
 from sf2pg.load.target import prepare_target
-from sf2pg.partitions import source_columns
-from sf2pg.planning import plan_table
-from sf2pg.resources import PostgresResource, snowflake_resource
+from sf2pg.plan.planning import source_columns
+from sf2pg.plan.planning import plan_table
+from sf2pg.dagster.resources import PostgresResource, snowflake_resource
 
 spec = parse_config(json.loads(sys.argv[1])).tables()[0]
 with snowflake_resource(resolve=True).get_connection() as sf, PostgresResource().get_connection(spec.pg_database) as pg:

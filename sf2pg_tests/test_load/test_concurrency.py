@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 from dagster import DagsterInstance
 
-from sf2pg.config import parse_config
+from sf2pg.config.loading import parse_config
+from sf2pg.dagster.runner import migrate
 from sf2pg.load.ledger import ensure_ledger
-from sf2pg.runs import migrate
 from sf2pg_tests.harness import World
 from sf2pg_tests.test_load.test_migrate import all_types_config, assert_exact, seed_all_types
 

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from dagster import DagsterInstance
 
-from sf2pg.cli import main
+from sf2pg.cli.main import main
 from sf2pg.load import indexes
 from sf2pg_tests.harness import World
 from sf2pg_tests.test_cli import write_config

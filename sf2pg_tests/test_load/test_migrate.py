@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from dagster import AssetKey, DagsterInstance
 
-from sf2pg.config import parse_config
-from sf2pg.partitions import partitions_name
-from sf2pg.runs import migrate, plan_tables
+from sf2pg.config.loading import parse_config
+from sf2pg.dagster.partitions import partitions_name
+from sf2pg.dagster.runner import migrate, plan_tables
 from sf2pg_tests.harness import World, source_rows, target_rows
 
 ALL_TYPES_DDL = """

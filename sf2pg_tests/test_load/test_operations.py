@@ -8,11 +8,11 @@ import psycopg
 import pytest
 from dagster import DagsterInstance
 
-from sf2pg.build import build_definitions
-from sf2pg.cli import main
-from sf2pg.config import parse_config
+from sf2pg.cli.main import main
+from sf2pg.config.loading import parse_config
+from sf2pg.dagster.definitions import build_definitions
+from sf2pg.dagster.partitions import partitions_name
 from sf2pg.load import indexes, ledger
-from sf2pg.partitions import partitions_name
 from sf2pg_tests.harness import World
 from sf2pg_tests.test_cli import write_config
 from sf2pg_tests.test_load.test_migrate import all_types_config, run, seed_all_types

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dagster import AssetKey, DagsterInstance
 
-from sf2pg.build import build_resources
-from sf2pg.config import parse_config
-from sf2pg.dagster_runner import run_table_job
-from sf2pg.partitions import partitions_name
+from sf2pg.config.loading import parse_config
+from sf2pg.dagster.definitions import build_resources
+from sf2pg.dagster.partitions import partitions_name
+from sf2pg.dagster.runner import run_table_job
 from sf2pg_tests.harness import World
 from sf2pg_tests.test_load.test_migrate import all_types_config, assert_exact, run, seed_all_types
 

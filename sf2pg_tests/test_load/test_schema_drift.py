@@ -9,11 +9,11 @@ from pathlib import Path
 
 from dagster import DagsterInstance
 
-from sf2pg.config import parse_config
+from sf2pg.config.loading import parse_config
+from sf2pg.dagster.runner import sync
 from sf2pg.load import ledger
 from sf2pg.load.target import ColumnRules, prepare_target
-from sf2pg.partitions import source_columns
-from sf2pg.runs import sync
+from sf2pg.plan.planning import source_columns
 from sf2pg_tests.harness import World, source_rows, target_rows
 from sf2pg_tests.test_cli import run_cli, write_config
 from sf2pg_tests.test_load.test_migrate import run

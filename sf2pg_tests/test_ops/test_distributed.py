@@ -22,10 +22,10 @@ import yaml
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.execution.backfill import BulkActionStatus
 
-from sf2pg.assets import asset_key, build_table_asset, pool_name
-from sf2pg.config import parse_config
+from sf2pg.config.loading import parse_config
+from sf2pg.dagster.assets import asset_key, build_table_asset, pool_name
+from sf2pg.dagster.runner import plan_tables
 from sf2pg.load.ledger import ensure_ledger
-from sf2pg.runs import plan_tables
 from sf2pg_tests.harness import World, dagster_deployment, running_daemon, source_rows, submit_backfill, target_rows
 
 ROWS = 8000

@@ -22,13 +22,13 @@ import pytest
 from dagster import DagsterInstance, materialize
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from sf2pg.assets import build_table_asset
-from sf2pg.build import build_resources
-from sf2pg.checks import build_table_checks
-from sf2pg.config import parse_config
-from sf2pg.partitions import partitions_name
-from sf2pg.reconcile import chunk_check_after_load
-from sf2pg.runs import plan_tables
+from sf2pg.config.loading import parse_config
+from sf2pg.dagster.assets import build_table_asset
+from sf2pg.dagster.checks import build_table_checks
+from sf2pg.dagster.definitions import build_resources
+from sf2pg.dagster.partitions import partitions_name
+from sf2pg.dagster.runner import plan_tables
+from sf2pg.reconcile.verdicts import chunk_check_after_load
 from sf2pg_tests.harness import World, dagster_deployment, stop_process_group
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from dagster import DagsterEventType, DagsterInstance, EventRecordsFilter
 
-from sf2pg.snowflake_connection import AUTH_VARIABLES
+from sf2pg.source.snowflake_connection import AUTH_VARIABLES
 from sf2pg_tests.harness import World, source_rows, target_rows
 from sf2pg_tests.test_load.test_migrate import run
 from sf2pg_tests.test_snowflake_auth import make_key

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from sf2pg.config import parse_config
-from sf2pg.runs import migrate
+from sf2pg.config.loading import parse_config
+from sf2pg.dagster.runner import migrate
 from sf2pg_tests.harness import World, dagster_deployment, running_daemon
 from sf2pg_tests.test_sync.test_watermark_sensor import change_source, exact, orders_config, seed_orders
 

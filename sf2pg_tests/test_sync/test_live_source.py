@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sf2pg.cli import main
+from sf2pg.cli.main import main
 from sf2pg_tests.harness import Stack, World, source_rows, target_rows
 from sf2pg_tests.test_cli import write_config
 

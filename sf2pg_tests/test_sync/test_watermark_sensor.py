@@ -7,13 +7,12 @@ import json
 from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from sf2pg.build import build_resources
-from sf2pg.config import parse_config
-from sf2pg.dagster_runner import run_table_job
-from sf2pg.partitions import partitions_name
-from sf2pg.resources import PostgresResource, snowflake_resource
-from sf2pg.runs import sync
-from sf2pg.sensors import build_watermark_sensor
+from sf2pg.config.loading import parse_config
+from sf2pg.dagster.definitions import build_resources
+from sf2pg.dagster.partitions import partitions_name
+from sf2pg.dagster.resources import PostgresResource, snowflake_resource
+from sf2pg.dagster.runner import run_table_job, sync
+from sf2pg.dagster.sensors import build_watermark_sensor
 from sf2pg_tests.harness import World, source_rows, target_rows
 from sf2pg_tests.test_load.test_migrate import run
 

@@ -11,15 +11,14 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus, SensorResult, SkipReason
 from dagster._core.test_utils import create_run_for_test
 
-from sf2pg.build import build_resources
-from sf2pg.chunks import parse_chunk_key
-from sf2pg.cli import main
-from sf2pg.config import parse_config
-from sf2pg.dagster_runner import run_table_job
+from sf2pg.cli.main import main
+from sf2pg.config.loading import parse_config
+from sf2pg.dagster.definitions import build_resources
+from sf2pg.dagster.partitions import partitions_name
+from sf2pg.dagster.runner import run_table_job, sync
+from sf2pg.dagster.sensors import build_watermark_sensor
 from sf2pg.load import chunk as chunk_module
-from sf2pg.partitions import partitions_name
-from sf2pg.runs import sync
-from sf2pg.sensors import build_watermark_sensor
+from sf2pg.plan.chunks import parse_chunk_key
 from sf2pg_tests.harness import World, source_rows, target_rows
 from sf2pg_tests.test_cli import write_config
 from sf2pg_tests.test_load.test_migrate import run

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from dagster import DagsterInstance
 
-from sf2pg.config import parse_config
-from sf2pg.runs import plan_tables
+from sf2pg.config.loading import parse_config
+from sf2pg.dagster.runner import plan_tables
 from sf2pg_tests.harness import World, source_rows, target_rows
 from sf2pg_tests.test_cli import run_cli, write_config
 from sf2pg_tests.test_load.test_migrate import run

@@ -6,9 +6,9 @@ from __future__ import annotations
 import psycopg
 from dagster import DagsterInstance
 
-from sf2pg.config import parse_config
-from sf2pg.identifiers import PG_MAX_NAME_BYTES, pg_name_for, pg_truncated
-from sf2pg.runs import sync
+from sf2pg.config.identifiers import PG_MAX_NAME_BYTES, pg_name_for, pg_truncated
+from sf2pg.config.loading import parse_config
+from sf2pg.dagster.runner import sync
 from sf2pg_tests.harness import World, source_rows, target_rows
 from sf2pg_tests.test_load.test_migrate import run
 
