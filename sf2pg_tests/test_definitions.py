@@ -17,9 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 def load_definitions():
     os.environ["SF2PG_CONFIG"] = str(REPO / "config" / "config.json")
     try:
-        import sf2pg.dagster.code_location
+        import sf2pg.definitions
 
-        return importlib.reload(sf2pg.dagster.code_location).defs
+        return importlib.reload(sf2pg.definitions).defs
     finally:
         del os.environ["SF2PG_CONFIG"]
 
@@ -72,7 +72,7 @@ def test_dagster_validates_the_workspace_from_the_repository_root_with_no_enviro
 
 
 def test_the_code_location_and_the_component_build_from_one_place():
-    import sf2pg.dagster.code_location
     import sf2pg.dagster.components.snowflake_to_postgres as component
+    import sf2pg.definitions
 
-    assert sf2pg.dagster.code_location.build_definitions is component.build_definitions
+    assert sf2pg.definitions.build_definitions is component.build_definitions

@@ -1,4 +1,4 @@
-"""Build the Dagster definitions for a config: the one place both the ``sf2pg.dagster.code_location`` code
+"""Build the Dagster definitions for a config: the one place both the ``sf2pg.definitions`` code
 location and the dg Component (``sf2pg.dagster.components``) get them from."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The sf2pg Component: the same definitions as the ``sf2pg.dagster.code_location`` code location, from ``defs.yaml``.
+"""The sf2pg Component: the same definitions as the ``sf2pg.definitions`` code location, from ``defs.yaml``.
 
 A dg project gets sf2pg's table assets, partitions, checks, watermark sensors, planning job,
 resources and executor from one of these, configured either by a config file (``config_path``) or by

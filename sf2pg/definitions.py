@@ -1,4 +1,6 @@
-"""The Dagster code location (``workspace.yaml``): one asset per enabled table of the config.
+"""The Dagster code location (``workspace.yaml``, ``-m sf2pg.definitions``): one asset per enabled table.
+
+It stays at the top of the package, outside ``sf2pg/dagster/``, because deployments name it.
 
 The config comes from SF2PG_CONFIG, else config/config.json; an invalid config fails the load with
 one line per problem, shown in the Dagster UI.
