@@ -76,3 +76,12 @@ def test_the_code_location_and_the_component_build_from_one_place():
     import sf2pg.definitions
 
     assert sf2pg.definitions.build_definitions is component.build_definitions
+
+
+def test_loading_the_code_location_connects_nothing_and_leaves_the_snowflake_connector_unimported():
+    """Every Dagster process (code server, run worker, daemon) loads it: the connector (0.5 s) waits for
+    the first session."""
+    probe = "import sys, sf2pg.definitions; print('snowflake.connector' in sys.modules)"
+    env = {**os.environ, "SF2PG_CONFIG": str(REPO / "config" / "config.json")}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr

@@ -12,7 +12,6 @@ from contextlib import ExitStack
 from typing import Any, Protocol
 
 import pyarrow as pa
-from snowflake.connector.errors import ProgrammingError
 
 from sf2pg.config.typemap import SourceColumn
 from sf2pg.errors import InputError
@@ -43,6 +42,8 @@ def stream_query(
     ``executed`` is called once the query has run, before its results are fetched. ``statement_params``
     (e.g. its ``QUERY_TAG``) travel with the query and apply to it alone. No client-side timeout: a
     long query is bounded by the session's ``STATEMENT_TIMEOUT_IN_SECONDS``, on the server."""
+    from snowflake.connector.errors import ProgrammingError  # loaded already: ``conn`` is the connector's
+
     cur = conn.cursor()
     try:
         try:

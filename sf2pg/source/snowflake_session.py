@@ -19,9 +19,6 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.request import getproxies, proxy_bypass
 
-from snowflake.connector.errorcode import ER_FAILED_TO_CONNECT_TO_DB, ER_FAILED_TO_REQUEST
-from snowflake.connector.errors import OperationalError
-
 from sf2pg.errors import InputError
 
 
@@ -117,6 +114,9 @@ def retry_budget(seconds: float, endpoint: str) -> Callable[[], Iterator[int]]:
         pause = 1
         while True:
             if time.monotonic() - failing_since >= seconds:
+                from snowflake.connector.errorcode import ER_FAILED_TO_REQUEST
+                from snowflake.connector.errors import OperationalError
+
                 raise OperationalError(
                     msg=f"a request to Snowflake at {endpoint} kept failing for {seconds:g} s (refused, reset "
                     "or a server error); giving up (SNOWFLAKE_NETWORK_TIMEOUT sets how long)",
@@ -138,7 +138,10 @@ def endpoint_of(args: Mapping[str, Any]) -> tuple[str, int]:
 
 
 def check_reachable(host: str, port: int, protocol: str = "https", timeout: float = REACHABLE_TIMEOUT_SECONDS) -> None:
-    """Fail at once, naming host and port, when nothing answers there (or at the proxy in between)."""
+    """Fail at once, naming host and port, when nothing answers there (or at the proxy in between).
+
+    The connector is imported only where an error is raised: this module is imported wherever sessions
+    are configured (every Dagster process loading the code location), and the connector costs 0.5 s."""
     via = ""
     proxy = getproxies().get(protocol)
     if proxy and not proxy_bypass(host):
@@ -156,6 +159,9 @@ def check_reachable(host: str, port: int, protocol: str = "https", timeout: floa
         reason = exc.strerror or type(exc).__name__
         if isinstance(exc, TimeoutError):
             reason = f"no answer within {timeout:g} s"
+        from snowflake.connector.errorcode import ER_FAILED_TO_CONNECT_TO_DB
+        from snowflake.connector.errors import OperationalError
+
         raise OperationalError(
             msg=f"Snowflake at {host}:{port}{via} cannot be reached: {reason} (check SNOWFLAKE_ACCOUNT, "
             "or SNOWFLAKE_HOST and SNOWFLAKE_PORT, and that this machine may connect there)",
