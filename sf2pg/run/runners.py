@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sf2pg.config.model import TableSpec
+from sf2pg.config.typemap import SourceColumn
 from sf2pg.errors import RETRIES, InputError, retry_delay, retry_reason
 from sf2pg.load import ledger
 from sf2pg.load.job import describe_load, load_totals
@@ -160,7 +161,7 @@ class DirectRunner:
                     return RunResult(False, _after(attempt, exc))
                 self._wait(spec, attempt, exc)
         result = RunResult(True, metadata=load_totals(load, summary))
-        result.checks = self._checks(spec, [c for c in load.chunks if not c.is_incremental])
+        result.checks = self._checks(spec, [c for c in load.chunks if not c.is_incremental], load.source_columns)
         return result
 
     def _wait(self, spec: TableSpec, attempt: int, exc: BaseException) -> None:
@@ -174,17 +175,16 @@ class DirectRunner:
         )
         time.sleep(seconds)
 
-    def _checks(self, spec: TableSpec, chunks: list[Chunk]) -> list[CheckOutcome]:
+    def _checks(self, spec: TableSpec, chunks: list[Chunk], columns: list[SourceColumn]) -> list[CheckOutcome]:
         """The checks a load runs (``chunk_check_after_load``), recorded in the ledger as the Dagster
-        checks record them: a chunk found different is loaded again by the next migrate."""
-        from sf2pg.plan.planning import source_columns
-
+        checks record them: a chunk found different is loaded again by the next migrate. ``columns``
+        are the source's as the load described them a moment ago (not described twice more)."""
         name, depth = chunk_check_after_load(spec)
         with self.snowflake.get_connection() as sf, self.postgres.get_connection(spec.pg_database) as pg:
-            counts = compare_counts(sf, pg, spec, lambda: source_columns(sf, spec))
+            counts = compare_counts(sf, pg, spec, lambda: columns)
             outcomes = [CheckOutcome(ROW_COUNT_CHECK, counts.passed, None, counts.summary())]
             if chunks:
-                verdicts, _ = fingerprint_chunks(sf, pg, spec, source_columns(sf, spec), chunks, depth)
+                verdicts, _ = fingerprint_chunks(sf, pg, spec, columns, chunks, depth)
                 ledger.record_checks(pg, spec.pg_schema, spec.pg_table, {v.key: v.passed for v in verdicts})
                 outcomes += [CheckOutcome(name, v.passed, v.key, v.description()) for v in verdicts]
         return outcomes
