@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,26 @@ def stack() -> Stack:
     if server is not None:
         server.stop()
     shutil.rmtree(work, ignore_errors=True)
+
+
+# The minute-long query test: its queries start before the session's first test and it runs last.
+MINUTE_LONG = "test_a_query_running_longer_than_a_minute_completes_where_the_connectors_timeout_would_cancel_it"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(
+        key=lambda item: getattr(item, "originalname", item.name) == MINUTE_LONG
+    )  # stable: the rest keep their order
+
+
+@pytest.fixture(scope="session", autouse=True)
+def minute_long_queries(request: pytest.FixtureRequest) -> Callable[[], tuple] | None:
+    """Started once for the whole run when that test is selected, so its minute overlaps the others."""
+    if not any(getattr(item, "originalname", None) == MINUTE_LONG for item in request.session.items):
+        return None
+    from sf2pg_tests.test_snowflake_session import start_the_minute_long_queries
+
+    return start_the_minute_long_queries(request.getfixturevalue("stack"))
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from dagster import DagsterInstance
@@ -123,27 +124,55 @@ def test_a_request_that_keeps_failing_gives_up_after_the_retry_budget_naming_the
         next(pauses)
 
 
-def test_a_query_running_longer_than_a_minute_completes_where_the_connectors_timeout_would_cancel_it(
-    stack: Stack,
-):
-    """On real Snowflake the planning query of a large table or a fingerprint scan on a queued warehouse
-    can run for minutes. sf2pg's sessions let it; a session with ``network_timeout=60`` (what sf2pg
-    used to set) has the connector cancel it client-side, which the emulator reproduces."""
+LONG_QUERY = "SELECT SYSTEM$WAIT(65)"
+
+
+def start_the_minute_long_queries(stack: Stack) -> Callable[[], tuple[tuple, list[BaseException]]]:
+    """Send the same 65-second query on a session of sf2pg's and on one with ``network_timeout=60``
+    (what sf2pg used to set), each from a thread; returns the wait for both outcomes. conftest starts
+    them before the session's first test and runs the test below last, so the minute passes while
+    the rest of the suite runs."""
+    outcomes: dict[str, object] = {}
     cancelled: list[BaseException] = []
 
-    def with_network_timeout() -> None:
+    def run_ours() -> None:
+        try:
+            with snowflake_resource(resolve=True).get_connection() as conn:
+                outcomes["ours"] = conn.cursor().execute(LONG_QUERY).fetchone()
+        except Exception as exc:
+            outcomes["ours"] = exc
+
+    def run_theirs() -> None:
         conn = stack.sf_connect(network_timeout=60)
         try:
-            conn.cursor().execute("SELECT SYSTEM$WAIT(65)")
+            conn.cursor().execute(LONG_QUERY)
         except ProgrammingError as exc:
             cancelled.append(exc)
         finally:
             conn.close()
 
-    old_way = threading.Thread(target=with_network_timeout)
-    old_way.start()
-    with snowflake_resource(resolve=True).get_connection() as conn:
-        assert conn.cursor().execute("SELECT SYSTEM$WAIT(65)").fetchone() == ("waited 65 seconds",)
-    old_way.join(60)
+    threads = [threading.Thread(target=run, daemon=True) for run in (run_ours, run_theirs)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30  # both logged in and sent before any test counts logins or statements
+    while sum(q["sql"] == LONG_QUERY for q in stack.emulator.queries()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    def outcome() -> tuple[tuple, list[BaseException]]:
+        for thread in threads:
+            thread.join(90)
+        return outcomes.get("ours"), cancelled  # type: ignore[return-value]
+
+    return outcome
+
+
+def test_a_query_running_longer_than_a_minute_completes_where_the_connectors_timeout_would_cancel_it(
+    minute_long_queries: Callable[[], tuple[tuple, list[BaseException]]],
+):
+    """On real Snowflake the planning query of a large table or a fingerprint scan on a queued warehouse
+    can run for minutes. sf2pg's sessions let it; a session with ``network_timeout=60`` (what sf2pg
+    used to set) has the connector cancel it client-side, which the emulator reproduces."""
+    ours, cancelled = minute_long_queries()
+    assert ours == ("waited 65 seconds",)
     # 000604: the connector's timer sent an abort-request at 60 s (the emulator cancels nothing on its own)
     assert cancelled and cancelled[0].errno == 604 and "SQL execution canceled" in str(cancelled[0])

@@ -71,7 +71,10 @@ def patch_fakesnow() -> None:
         if getattr(route, "path", None) == "/session/v1/login-request":
             route.endpoint = _with_master_token(route.endpoint)
             route.app = request_response(route.endpoint)
-    __import__("sf2pg.devstack.functions", fromlist=["install"]).install()  # Snowflake functions the checks use
+    from sf2pg.devstack import functions, translation_cache
+
+    functions.install()  # the Snowflake functions the checks use
+    translation_cache.install()  # each SQL text parsed and rewritten once
 
 
 def _with_master_token(login_request: Any) -> Any:
