@@ -48,7 +48,7 @@ def stack() -> Stack:
     os.environ.update(saved)
     emulator.stop(grace=1)
     if server is not None:
-        server.stop()
+        server.stop(discard=True)
     shutil.rmtree(work, ignore_errors=True)
 
 
