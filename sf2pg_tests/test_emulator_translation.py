@@ -47,3 +47,17 @@ def test_a_select_that_fails_fails_again_when_sent_again(world: World):
             world.sf_exec(query)
     world.sf_exec(f'CREATE TABLE "{world.sf_database}"."PUBLIC"."NOWHERE" (MISSING NUMBER(9,0))')
     assert world.sf_exec(query) == []
+
+
+def test_the_caches_hold_a_bounded_length_of_sql_dropping_the_least_recently_used():
+    from sf2pg.devstack.translation_cache import _Trees
+
+    trees = _Trees(budget=100)
+    for key in "abc":
+        trees.put(key, f"tree {key}", 40)
+    assert trees.get("a") is None  # 120 > 100: the oldest went
+    assert trees.get("b") == "tree b"  # now the most recently used
+    trees.put("d", "tree d", 40)
+    assert (trees.get("b"), trees.get("c"), trees.get("d")) == ("tree b", None, "tree d")
+    trees.put("huge", "tree huge", 1000)  # one text over the budget is still kept, alone
+    assert trees.get("huge") == "tree huge" and trees.get("d") is None

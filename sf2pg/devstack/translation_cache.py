@@ -23,30 +23,37 @@ from collections.abc import Callable
 from typing import Any
 
 _CACHED = "sf2pg_cached_text"  # meta of a shared parse tree: the text it came from
-_SIZE = 1024
+# A tree takes about 150 bytes per character of its SQL, so each cache is bounded by the length of
+# the texts it holds: 1 MB of SQL, some 150 MB of trees, a few dozen of the longest fingerprint
+# statements (a repeat follows its first run closely: a check run twice, a verify after a load).
+_TEXT_BUDGET = 1_000_000
 
 
 class _Trees:
-    """A small thread-safe LRU of shared sqlglot trees."""
+    """A thread-safe LRU of shared sqlglot trees, bounded by the total length of their texts."""
 
-    def __init__(self, size: int = _SIZE) -> None:
-        self._items: OrderedDict[Any, Any] = OrderedDict()
-        self._size = size
+    def __init__(self, budget: int = _TEXT_BUDGET) -> None:
+        self._items: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
+        self._budget, self._held = budget, 0
         self._lock = threading.Lock()
 
     def get(self, key: Any) -> Any | None:
         with self._lock:
-            tree = self._items.get(key)
-            if tree is not None:
-                self._items.move_to_end(key)
-            return tree
-
-    def put(self, key: Any, tree: Any) -> Any:
-        with self._lock:
-            self._items[key] = tree
+            item = self._items.get(key)
+            if item is None:
+                return None
             self._items.move_to_end(key)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
+            return item[0]
+
+    def put(self, key: Any, tree: Any, size: int) -> Any:
+        with self._lock:
+            if (old := self._items.pop(key, None)) is not None:
+                self._held -= old[1]
+            self._items[key] = (tree, size)
+            self._held += size
+            while self._held > self._budget and len(self._items) > 1:
+                _, (_, dropped) = self._items.popitem(last=False)
+                self._held -= dropped
         return tree
 
 
@@ -60,7 +67,7 @@ def _shared_parse(text: str, dialect: str, parse: Callable[[str], Any]) -> Any:
         tree = parse(text)
         tree.meta[_CACHED] = text
         _memoize_sql(tree)
-        _parsed.put(key, tree)
+        _parsed.put(key, tree, len(text))
     return tree
 
 
@@ -115,7 +122,7 @@ def install() -> None:
         if (tree := _transformed.get(key)) is None:
             tree = transform(self, expression.copy(), params)
             _memoize_sql(tree)
-            _transformed.put(key, tree)
+            _transformed.put(key, tree, len(text))
         return tree
 
     def describe_last_sql(self: Any) -> list:
