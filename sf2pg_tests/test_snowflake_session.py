@@ -2,7 +2,8 @@
 unreachable account or a failing request ends the work.
 
 Over the wire where the emulator can tell (it records what each login and statement sent); the
-retry budget's arithmetic is pure logic. The one slow test here is the query that runs over a minute.
+retry budget's arithmetic is pure logic. The one slow test here is the query that runs over a minute:
+its queries start before the session's first test (conftest), so its minute passes meanwhile.
 """
 
 from __future__ import annotations
