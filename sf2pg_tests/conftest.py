@@ -56,16 +56,18 @@ def stack() -> Stack:
 MINUTE_LONG = "test_a_query_running_longer_than_a_minute_completes_where_the_connectors_timeout_would_cancel_it"
 
 
+def _minute_long(item: pytest.Item) -> bool:
+    return getattr(item, "originalname", None) == MINUTE_LONG
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(
-        key=lambda item: getattr(item, "originalname", item.name) == MINUTE_LONG
-    )  # stable: the rest keep their order
+    items.sort(key=_minute_long)  # stable: the others keep their order
 
 
 @pytest.fixture(scope="session", autouse=True)
 def minute_long_queries(request: pytest.FixtureRequest) -> Callable[[], tuple] | None:
     """Started once for the whole run when that test is selected, so its minute overlaps the others."""
-    if not any(getattr(item, "originalname", None) == MINUTE_LONG for item in request.session.items):
+    if not any(_minute_long(item) for item in request.session.items):
         return None
     from sf2pg_tests.test_snowflake_session import start_the_minute_long_queries
 
