@@ -24,9 +24,9 @@ from typing import Any
 
 _CACHED = "sf2pg_cached_text"  # meta of a shared parse tree: the text it came from
 # A tree takes about 150 bytes per character of its SQL, so each cache is bounded by the length of
-# the texts it holds: 1 MB of SQL, some 150 MB of trees, a few dozen of the longest fingerprint
+# the texts it holds: 500 kB of SQL, some 75 MB of trees, a dozen of the longest fingerprint
 # statements (a repeat follows its first run closely: a check run twice, a verify after a load).
-_TEXT_BUDGET = 1_000_000
+_TEXT_BUDGET = 500_000
 
 
 class _Trees:
