@@ -176,7 +176,9 @@ _DESCRIPTIONS: dict[str, str] = {
 }
 
 
-def after_load(spec: TableSpec) -> list[AssetCheckKey]:
-    """The checks a load of the table runs (the others run on demand: sf2pg verify, the UI)."""
+def after_load(spec: TableSpec, check_table: bool = True) -> list[AssetCheckKey]:
+    """The checks a load of the table runs (the others run on demand: sf2pg verify, the UI); without
+    ``check_table``, only its chunks' check (a command's run before its last one of the table)."""
     key = asset_key(spec)
-    return [AssetCheckKey(key, ROW_COUNT_CHECK), AssetCheckKey(key, chunk_check_after_load(spec)[0])]
+    chunks = AssetCheckKey(key, chunk_check_after_load(spec)[0])
+    return [AssetCheckKey(key, ROW_COUNT_CHECK), chunks] if check_table else [chunks]

@@ -186,8 +186,10 @@ def _migrate_table(
             f"{len(backfill)} chunk(s) loaded before a column was added to the target are loaded again, "
             "to fill it for their rows that have not changed since"
         )
-    for keys in _ranges(order, todo):
-        result = context.runner.run("migrate", spec, keys, order, {}, confirm_truncate)
+    ranges = _ranges(order, todo)
+    for n, keys in enumerate(ranges, start=1):
+        # the whole table's row count is judged once its last range is in, not while others are missing
+        result = context.runner.run("migrate", spec, keys, order, {}, confirm_truncate, check_table=n == len(ranges))
         if not result.success:
             outcome.success = False
             outcome.error = result.error
