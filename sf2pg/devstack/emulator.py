@@ -279,14 +279,18 @@ def start_emulator(
     return Emulator(host, port, proc)
 
 
-def stop_recorded_emulator(db_path: Path) -> None:
-    """Stop an emulator a previous run left behind for this folder (e.g. ``sf2pg demo --keep-running``)."""
+def stop_recorded_emulator(db_path: Path) -> bool:
+    """Stop an emulator a previous run left behind for this folder (e.g. ``sf2pg demo --keep-running``);
+    True when one was still running."""
     state = db_path.parent / "emulator.json"
-    if state.exists():
-        known = json.loads(state.read_text())
-        if _alive(known["pid"]):
-            os.kill(known["pid"], signal.SIGTERM)
-        state.unlink()
+    if not state.exists():
+        return False
+    known = json.loads(state.read_text())
+    running = _alive(known["pid"])
+    if running:
+        os.kill(known["pid"], signal.SIGTERM)
+    state.unlink()
+    return running
 
 
 def _alive(pid: int) -> bool:
