@@ -36,7 +36,9 @@ def test_a_run_terminated_from_dagster_keeps_whole_chunks_and_its_indexes(
     world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     table = seed_all_types(world, 20000)
-    raw = all_types_config(world, "id", rows_per_chunk=200, parallel_threads=2)
+    raw = all_types_config(
+        world, "id", rows_per_chunk=1000, parallel_threads=2
+    )  # chunks long in flight beside the gaps between them
     assert run(world, raw)[0].success
     world.pg_query("CREATE INDEX all_types_v ON tgt.all_types (v)")
     world.sf_exec(f"UPDATE {table} SET N_INT = -1")  # every chunk changes in the next full load
