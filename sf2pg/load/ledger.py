@@ -197,13 +197,15 @@ def chunk_states(conn: psycopg.Connection, schema: str, table: str) -> dict[str,
 
 def mark_running(conn: psycopg.Connection, schema: str, table: str, key: str, run_id: str | None) -> None:
     """A chunk that is not loaded yet starts loading (a completed one stays completed while it reloads:
-    its rows stay whole until the reload commits)."""
+    its rows stay whole until the reload commits, and its ``run_id`` stays the run that committed
+    them, so a retry of the reloading run's step does not take it for one of its own commits)."""
     conn.execute(
         """
         INSERT INTO migration_status.chunk_state AS c (target_schema, target_table, chunk_key, status, run_id, attempts)
         VALUES (%s, %s, %s, 'running', %s, 0)
         ON CONFLICT (target_schema, target_table, chunk_key) DO UPDATE SET
-            status = CASE WHEN c.status = 'completed' THEN c.status ELSE 'running' END, run_id = EXCLUDED.run_id
+            status = CASE WHEN c.status = 'completed' THEN c.status ELSE 'running' END,
+            run_id = CASE WHEN c.status = 'completed' THEN c.run_id ELSE EXCLUDED.run_id END
         """,
         (schema, table, key, run_id),
     )
@@ -436,7 +438,8 @@ def record_chunk(conn: psycopg.Connection, schema: str, table: str, rec: ChunkRe
 
 
 def record_failure(conn: psycopg.Connection, schema: str, table: str, key: str, error: str, run_id: str | None) -> None:
-    """Note a failed attempt (own transaction, after the chunk's rollback). A completed row stays completed."""
+    """Note a failed attempt (own transaction, after the chunk's rollback). A completed row stays completed,
+    with the ``run_id`` of the run that committed its rows (see ``mark_running``)."""
     with conn.transaction():
         conn.execute(
             """
@@ -445,7 +448,8 @@ def record_failure(conn: psycopg.Connection, schema: str, table: str, key: str, 
             VALUES (%s, %s, %s, 'failed', %s, %s, now())
             ON CONFLICT (target_schema, target_table, chunk_key) DO UPDATE SET
                 status = CASE WHEN c.status = 'completed' THEN c.status ELSE 'failed' END,
-                error = EXCLUDED.error, attempts = c.attempts + 1, run_id = EXCLUDED.run_id
+                error = EXCLUDED.error, attempts = c.attempts + 1,
+                run_id = CASE WHEN c.status = 'completed' THEN c.run_id ELSE EXCLUDED.run_id END
             """,
             (schema, table, key, error[:2000], run_id),
         )

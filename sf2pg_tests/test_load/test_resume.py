@@ -110,3 +110,20 @@ def test_a_resume_of_two_separate_gaps_judges_the_whole_table_once_both_are_in(w
     assert resumed.metadata["chunks"] == 2 and resumed.checks["row_count"]
     assert resumed.check_failures == []
     assert_exact(world)
+
+
+def test_a_reload_attempt_that_failed_is_not_taken_for_a_commit_of_its_run(world: World):
+    """A reloading run's step that is retried skips the chunks that run committed; a chunk it only
+    started (or that failed and rolled back) still holds the previous load's rows and is loaded again."""
+    from sf2pg.load import ledger
+
+    seed_all_types(world, 300)
+    raw = all_types_config(world, "id", rows_per_chunk=100, parallel_threads=1)
+    [first] = commands.migrate(parse_config(raw), parse_config(raw).tables())
+    assert first.success, first.error
+    with world.stack.pg(world.pg_database) as conn:
+        [key, *_] = sorted(ledger.chunk_states(conn, "tgt", "all_types"))
+        ledger.mark_running(conn, "tgt", "all_types", key, "reload-run")
+        ledger.record_failure(conn, "tgt", "all_types", key, "interrupted: rolled back", "reload-run")
+        assert key not in ledger.completed_by_run(conn, "tgt", "all_types", "reload-run")
+        assert ledger.chunk_states(conn, "tgt", "all_types")[key] == "completed"  # its rows are whole
