@@ -45,7 +45,7 @@ class _Trees:
             self._items.move_to_end(key)
             return item[0]
 
-    def put(self, key: Any, tree: Any, size: int) -> Any:
+    def put(self, key: Any, tree: Any, size: int) -> None:
         with self._lock:
             if (old := self._items.pop(key, None)) is not None:
                 self._held -= old[1]
@@ -54,7 +54,6 @@ class _Trees:
             while self._held > self._budget and len(self._items) > 1:
                 _, (_, dropped) = self._items.popitem(last=False)
                 self._held -= dropped
-        return tree
 
 
 _parsed, _transformed = _Trees(), _Trees()

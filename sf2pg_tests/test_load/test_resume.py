@@ -119,7 +119,8 @@ def test_a_reload_attempt_that_failed_is_not_taken_for_a_commit_of_its_run(world
 
     seed_all_types(world, 300)
     raw = all_types_config(world, "id", rows_per_chunk=100, parallel_threads=1)
-    [first] = commands.migrate(parse_config(raw), parse_config(raw).tables())
+    config = parse_config(raw)
+    [first] = commands.migrate(config, config.tables())
     assert first.success, first.error
     with world.stack.pg(world.pg_database) as conn:
         [key, *_] = sorted(ledger.chunk_states(conn, "tgt", "all_types"))
