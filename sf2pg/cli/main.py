@@ -422,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         cmd_demo,
         "Start embedded PostgreSQL + Snowflake emulator, seed demo data, migrate, summarise "
-        "(needs the demo extra: pip install 'sf2pg[demo]').",
+        "(needs the demo extra: pip install 'sf2pg[demo]'); 'demo env' and 'demo stop' reach a stack left running.",
     )
     p.add_argument("--scale", type=float, default=1.0, help="demo data size factor (default 1.0 ≈ 210k rows)")
     p.add_argument(
