@@ -20,6 +20,7 @@ CREATE TABLE IF NOT EXISTS migration_status.table_state (
     watermark       text,
     watermark_at    timestamptz,
     source_rows     bigint,     -- the source's row count when the watermark was last set
+    recent_hash     bigint,     -- and its HASH_AGG of the rows within the lookback of its maximum
     -- the source's MAX(watermark) read before the latest plan's distribution query: rows beyond the
     -- plan's range were all written after it, so a load never settles above it
     planned_watermark text,
@@ -75,6 +76,7 @@ ALTER TABLE migration_status.chunk_state ADD COLUMN IF NOT EXISTS reload_pending
 ALTER TABLE migration_status.table_state ADD COLUMN IF NOT EXISTS watermark_at timestamptz;
 ALTER TABLE migration_status.table_state ADD COLUMN IF NOT EXISTS source_rows bigint;
 ALTER TABLE migration_status.table_state ADD COLUMN IF NOT EXISTS planned_watermark text;
+ALTER TABLE migration_status.table_state ADD COLUMN IF NOT EXISTS recent_hash bigint;
 ALTER TABLE migration_status.table_state ADD COLUMN IF NOT EXISTS source_columns jsonb;
 ALTER TABLE migration_status.table_state ADD COLUMN IF NOT EXISTS schema_version integer NOT NULL DEFAULT 0;
 ALTER TABLE migration_status.table_state ADD COLUMN IF NOT EXISTS column_ranges jsonb;

@@ -1,7 +1,8 @@
 """Watermark sensors: one per source, asking Snowflake one query per tick for every table's watermark.
 
-A tick reads each table's maximum watermark and row count in a single statement. A table whose
-source has not moved since the last tick (and whose last window run succeeded) costs nothing more:
+A tick reads each table's maximum watermark, row count and recent-rows hash (the rows within its
+lookback of the maximum; ``sf2pg.plan.incremental.recent_rows_hash``) in a single statement. A table
+whose source has not moved since the last tick (and whose last window run succeeded) costs nothing more:
 no PostgreSQL query. For a table that moved, it asks the same decision function as ``sf2pg sync``
 (``sf2pg.plan.incremental.plan_window``) and requests a run over the chunk partitions the window's rows
 fall in. While a window run of a table is queued or running, no other is requested for it.
@@ -24,14 +25,15 @@ from dagster import (
     sensor,
 )
 
-from sf2pg.config.identifiers import sf_qualified, sf_quote
+from sf2pg.config.identifiers import sf_qualified
 from sf2pg.config.model import TableSpec
+from sf2pg.config.typemap import SourceColumn
 from sf2pg.dagster.assets import asset_key
 from sf2pg.dagster.checks import after_load
 from sf2pg.dagster.partitions import registered_chunks, window_run
 from sf2pg.dagster.resources import PostgresResource, SnowflakeResource
 from sf2pg.plan.chunks import as_watermark, watermark_text
-from sf2pg.plan.incremental import plan_window
+from sf2pg.plan.incremental import plan_window, source_state_columns
 from sf2pg.plan.planning import source_columns
 from sf2pg.source.statements import describe_tables, find_column, where_clause
 
@@ -45,10 +47,11 @@ _IN_FLIGHT = [
 _DONE_BADLY = (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 
 
-def watermarks_query(tables: list[tuple[TableSpec, str]]) -> str:
-    """Every table's (max watermark, row count) in one statement: a cross join of one-row aggregates."""
+def watermarks_query(tables: list[tuple[TableSpec, SourceColumn]]) -> str:
+    """Every table's (max watermark, row count, recent-rows hash) in one statement: a cross join of
+    one-row aggregates."""
     parts = [
-        f"(SELECT MAX({sf_quote(column)}) AS h{i}, COUNT(*) AS n{i} "
+        f"(SELECT {source_state_columns(spec, column)} "
         f"FROM {sf_qualified(spec.sf_database, spec.sf_schema, spec.sf_table)} "
         f"WHERE {where_clause(spec.source_filter)}) AS t{i}"
         for i, (spec, column) in enumerate(tables)
@@ -78,7 +81,7 @@ def build_watermark_sensor(
         with snowflake.get_connection() as sf:
             columns = _describe(sf, tables)
             named = [
-                (spec, find_column(columns[spec.name], spec.source_watermark, "watermark", spec.config_path).name)  # type: ignore[arg-type]
+                (spec, find_column(columns[spec.name], spec.source_watermark, "watermark", spec.config_path))  # type: ignore[arg-type]
                 for spec in tables
             ]
             cur = sf.cursor()
@@ -87,9 +90,10 @@ def build_watermark_sensor(
             finally:
                 cur.close()
             for i, spec in enumerate(tables):
-                high, rows = as_watermark(row[2 * i]), int(row[2 * i + 1])
+                high, rows, recent = as_watermark(row[3 * i]), int(row[3 * i + 1]), row[3 * i + 2]
+                recent = None if recent is None else int(recent)
                 seen = cursor.get(spec.name, {})
-                now = {"high": None if high is None else watermark_text(high), "rows": rows}
+                now = {"high": None if high is None else watermark_text(high), "rows": rows, "recent": recent}
                 pending = seen.get("run")
                 if pending:
                     status = _run_status(context, pending)
@@ -98,7 +102,7 @@ def build_watermark_sensor(
                         continue  # keep the cursor: the next tick looks again
                     if status in _DONE_BADLY:
                         seen = {}  # look at the ledger again: the window did not land
-                if seen and seen.get("high") == now["high"] and seen.get("rows") == rows:
+                if seen and all(seen.get(k) == v for k, v in now.items()):
                     cursor[spec.name] = {**now, "run": None}
                     continue  # the source has not moved: no PostgreSQL query at all
                 with postgres.get_connection(spec.pg_database) as pg:
@@ -108,7 +112,7 @@ def build_watermark_sensor(
                         spec,
                         columns[spec.name],
                         registered_chunks(spec, context.instance, postgres),
-                        (high, rows),
+                        (high, rows, recent),
                     )
                 run = window_run(spec, plan, context.instance)
                 if run is None:

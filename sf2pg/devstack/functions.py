@@ -12,6 +12,9 @@ no translation or gives DuckDB's own meaning, unlike Snowflake:
   variant holds that type, else NULL.
 - ``MD5_NUMBER_UPPER64``: missing (DuckDB's ``md5_number_upper`` reads the digest in another byte
   order). Snowflake's is the first 16 hex digits of ``MD5`` read as an unsigned number.
+- ``HASH_AGG(*)``: missing. Here it is a sum of DuckDB's hash of each row, as a signed 64-bit
+  number, 0 without rows: like Snowflake's, it ignores row order, counts repeated rows and changes
+  with any value (its numbers differ from Snowflake's; nothing compares them across systems).
 - ``DATE_PART(EPOCH_NANOSECOND, ts)``: DuckDB's ``epoch_ns`` overflows 64 bits outside 1677-2262;
   Snowflake answers for any timestamp. The emulator keeps microseconds, so microseconds x 1000 is exact.
 
@@ -58,6 +61,8 @@ CREATE OR REPLACE MACRO {catalog}._sf2pg_flatten_recursive(input) AS TABLE
     WHERE t.parent IS NOT NULL;
 """
 
+_HASH_AGG_ROWS = "COALESCE(CAST(SUM(hash(*COLUMNS(*))) % 9223372036854775807 AS BIGINT), 0)"
+
 _AS_FUNCTIONS = {name: f"_sf2pg_{name.lower()}" for name in ("AS_VARCHAR", "AS_BOOLEAN", "AS_OBJECT", "AS_ARRAY")}
 
 
@@ -97,6 +102,8 @@ def snowflake_functions(node: exp.Expr) -> exp.Expr:
             this=exp.Anonymous(this="_sf2pg_flatten_recursive", expressions=[_rewritten(input_)]),
             alias=node.args.get("alias"),
         )
+    if isinstance(node, exp.HashAgg) and isinstance(node.this, exp.Star) and not node.expressions:
+        return exp.Var(this=_HASH_AGG_ROWS)
     if isinstance(node, exp.Typeof):
         return exp.Anonymous(this="_sf2pg_json_type", expressions=[_rewritten(node.this)])
     if isinstance(node, exp.MD5NumberUpper64):

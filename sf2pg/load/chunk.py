@@ -169,6 +169,7 @@ def load_window(
     *,
     low: str,
     source_rows: int | None,
+    recent_hash: int | None,
     insert_only: bool,
     run_id: str | None,
 ) -> ChunkResult:
@@ -189,7 +190,7 @@ def load_window(
             result = ChunkResult(window.key, "incremental", rows, rows, 0, deleted, nbytes)
         result.seconds = time.perf_counter() - t0
         high = watermark_text(window.upper)  # type: ignore[arg-type]
-        ledger.advance_watermark(conn, target.schema, target.table, high, source_rows)
+        ledger.advance_watermark(conn, target.schema, target.table, high, source_rows, recent_hash)
         ledger.record_window(
             conn,
             target.schema,

@@ -39,7 +39,7 @@ def describe_load(
             if spec.source_watermark
             else None
         )
-        start_high, start_rows = source_high(conn, spec, watermark) if watermark else (None, None)
+        start_high, start_rows, start_recent = source_high(conn, spec, watermark) if watermark else (None, None, None)
     every = [k for k in every if not k.startswith(INCREMENTAL_PREFIX)]
     window = window_from_tags(dict(tags), spec, watermark) if watermark else None
     return TableLoad(
@@ -64,6 +64,7 @@ def describe_load(
         window=window,
         start_watermark=None if start_high is None else watermark_text(start_high),
         start_rows=start_rows,
+        start_recent_hash=start_recent,
         table_chunks=[parse_chunk_key(spec.chunking_type, k) for k in every],
     )
 

@@ -41,7 +41,7 @@ def is_current(conn: psycopg.Connection) -> bool:
     found = conn.execute(
         "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'migration_status' AND "
         "((table_name = 'chunk_state' AND column_name = 'schema_version') "
-        "OR (table_name = 'table_state' AND column_name = 'planned_watermark'))"
+        "OR (table_name = 'table_state' AND column_name = 'recent_hash'))"
     ).fetchone()[0]
     return (
         found == 2 and conn.execute("SELECT to_regclass('migration_status.schema_changes')").fetchone()[0] is not None
@@ -141,6 +141,7 @@ def reset_chunks(conn: psycopg.Connection, schema: str, table: str) -> None:
     )
     conn.execute(
         "UPDATE migration_status.table_state SET watermark = NULL, watermark_at = NULL, source_rows = NULL, "
+        "recent_hash = NULL, "
         "updated_at = now() "
         "WHERE target_schema = %s AND target_table = %s",
         (schema, table),
@@ -318,15 +319,17 @@ def settled_watermark(conn: psycopg.Connection, schema: str, table: str) -> str 
     return settled(conn, schema, table)[0]
 
 
-def settled(conn: psycopg.Connection, schema: str, table: str) -> tuple[str | None, int | None]:
-    """(settled watermark, source row count seen when it was set); (None, None) before any load."""
+def settled(conn: psycopg.Connection, schema: str, table: str) -> tuple[str | None, int | None, int | None]:
+    """(settled watermark, the source's row count and recent-rows hash seen when it was set); all None
+    before any load."""
     if not exists(conn):
-        return None, None
+        return None, None, None
     row = conn.execute(
-        "SELECT watermark, source_rows FROM migration_status.table_state WHERE target_schema = %s AND target_table = %s",
+        "SELECT watermark, source_rows, recent_hash FROM migration_status.table_state "
+        "WHERE target_schema = %s AND target_table = %s",
         (schema, table),
     ).fetchone()
-    return (row[0], row[1]) if row else (None, None)
+    return (row[0], row[1], row[2]) if row else (None, None, None)
 
 
 def start_load(
@@ -336,6 +339,7 @@ def start_load(
     read_from: str,
     source_rows: int | None = None,
     floor: str | None = None,
+    recent_hash: int | None = None,
 ) -> str:
     """Before a load's first Snowflake read: the settled watermark may not be above ``read_from`` (the
     source maximum now), since this load's reads reflect the source from here on; a table without one
@@ -354,11 +358,13 @@ def start_load(
             new = read_from  # the source's maximum went down (its newest rows were deleted)
         else:
             return current
-        _set_watermark(conn, schema, table, new, source_rows)
+        _set_watermark(conn, schema, table, new, source_rows, recent_hash)
         return new
 
 
-def advance_watermark(conn: psycopg.Connection, schema: str, table: str, high: str, source_rows: int | None) -> None:
+def advance_watermark(
+    conn: psycopg.Connection, schema: str, table: str, high: str, source_rows: int | None, recent_hash: int | None
+) -> None:
     """A window that read every change up to ``high`` commits (call inside its transaction). Windows
     may commit out of order, so the watermark only moves up."""
     row = conn.execute(
@@ -367,7 +373,7 @@ def advance_watermark(conn: psycopg.Connection, schema: str, table: str, high: s
     ).fetchone()
     current = row[0] if row else None
     if current is None or parse_watermark(current) <= parse_watermark(high):
-        _set_watermark(conn, schema, table, high, source_rows)
+        _set_watermark(conn, schema, table, high, source_rows, recent_hash)
     # an incremental load may land rows anywhere in the key space: no range is provably empty now
     conn.execute(
         "UPDATE migration_status.table_state SET pristine = false, updated_at = now() "
@@ -376,11 +382,13 @@ def advance_watermark(conn: psycopg.Connection, schema: str, table: str, high: s
     )
 
 
-def _set_watermark(conn: psycopg.Connection, schema: str, table: str, value: str, source_rows: int | None) -> None:
+def _set_watermark(
+    conn: psycopg.Connection, schema: str, table: str, value: str, source_rows: int | None, recent_hash: int | None
+) -> None:
     conn.execute(
-        "UPDATE migration_status.table_state SET watermark = %s, source_rows = %s, watermark_at = now(), "
-        "updated_at = now() WHERE target_schema = %s AND target_table = %s",
-        (value, source_rows, schema, table),
+        "UPDATE migration_status.table_state SET watermark = %s, source_rows = %s, recent_hash = %s, "
+        "watermark_at = now(), updated_at = now() WHERE target_schema = %s AND target_table = %s",
+        (value, source_rows, recent_hash, schema, table),
     )
 
 

@@ -65,6 +65,7 @@ class TableLoad:
     window: Window | None = None  # a sync run: this window loads first, then the run's chunks not loaded yet
     start_watermark: str | None = None  # the source's maximum watermark, read before anything else
     start_rows: int | None = None  # the source's row count read with it
+    start_recent_hash: int | None = None  # and its recent-rows hash (``sf2pg.plan.incremental.recent_rows_hash``)
     table_chunks: list[Chunk] = field(default_factory=list)  # every chunk of the table (for delete detection)
 
 
@@ -275,7 +276,15 @@ def _settle_before_reading(control: psycopg.Connection, job: TableLoad, target: 
     planned = ledger.planned_watermark(control, spec.pg_schema, spec.pg_table)
     if planned is not None and parse_watermark(planned) < parse_watermark(read_from):  # type: ignore[arg-type]
         read_from = planned  # rows written after the plan may lie beyond every chunk of this load
-    ledger.start_load(control, spec.pg_schema, spec.pg_table, read_from, job.start_rows, floor)  # type: ignore[arg-type]
+    ledger.start_load(
+        control,
+        spec.pg_schema,
+        spec.pg_table,
+        read_from,  # type: ignore[arg-type]
+        job.start_rows,
+        floor,
+        job.start_recent_hash if read_from == job.start_watermark else None,
+    )
 
 
 def _load_the_window(
@@ -301,6 +310,7 @@ def _load_the_window(
                 lambda: conform(job.source.open(chunk, loaded), target, spec.batch_size, spec.nul_bytes, where),
                 low=watermark_text(window.low),
                 source_rows=window.source_rows,
+                recent_hash=window.recent_hash,
                 insert_only=spec.insert_only_mode,
                 run_id=job.run_id,
             )

@@ -57,6 +57,7 @@ class Window:
     high: Watermark
     read_from: Watermark
     source_rows: int | None = None  # the source's row count when the window was planned
+    recent_hash: int | None = None  # and its recent-rows hash (``recent_rows_hash``)
 
     def as_chunk(self) -> Chunk:
         """The window as a chunk of the watermark axis, which is how a source stream selects it."""
@@ -69,6 +70,8 @@ class Window:
         tags = {"sf2pg/window_low": watermark_text(self.low), "sf2pg/window_high": watermark_text(self.high)}
         if self.source_rows is not None:
             tags["sf2pg/source_rows"] = str(self.source_rows)
+        if self.recent_hash is not None:
+            tags["sf2pg/recent_hash"] = str(self.recent_hash)
         return tags
 
 
@@ -89,17 +92,23 @@ def lookback_of(spec: TableSpec, column: SourceColumn) -> int:
 
 
 def window(
-    spec: TableSpec, column: SourceColumn, low: Watermark, high: Watermark, source_rows: int | None = None
+    spec: TableSpec,
+    column: SourceColumn,
+    low: Watermark,
+    high: Watermark,
+    source_rows: int | None = None,
+    recent_hash: int | None = None,
 ) -> Window:
     """The window from the settled watermark ``low`` to ``high``, with the table's lookback below ``low``."""
     margin = lookback_of(spec, column)
     if isinstance(low, dt.datetime):
         unit = dt.timedelta(days=1) if watermark_kind(column) == "date" else dt.timedelta(seconds=1)
         try:
-            return Window(low, high, low - margin * unit, source_rows)
+            read_from = low - margin * unit
         except OverflowError:  # a lookback reaching before year 1
-            return Window(low, high, dt.datetime.min, source_rows)
-    return Window(low, high, int(low) - margin, source_rows)
+            read_from = dt.datetime.min
+        return Window(low, high, read_from, source_rows, recent_hash)
+    return Window(low, high, int(low) - margin, source_rows, recent_hash)
 
 
 def window_from_tags(tags: dict[str, str], spec: TableSpec, column: SourceColumn) -> Window | None:
@@ -107,26 +116,54 @@ def window_from_tags(tags: dict[str, str], spec: TableSpec, column: SourceColumn
     if "sf2pg/window_low" not in tags:
         return None
     rows = int(tags["sf2pg/source_rows"]) if "sf2pg/source_rows" in tags else None
-    return window(
-        spec, column, parse_watermark(tags["sf2pg/window_low"]), parse_watermark(tags["sf2pg/window_high"]), rows
-    )
+    recent = int(tags["sf2pg/recent_hash"]) if "sf2pg/recent_hash" in tags else None
+    low, high = parse_watermark(tags["sf2pg/window_low"]), parse_watermark(tags["sf2pg/window_high"])
+    return window(spec, column, low, high, rows, recent)
 
 
 # ---- reading the source ------------------------------------------------------------------------
 
 
-def source_high(sf_conn: Any, spec: TableSpec, column: SourceColumn) -> tuple[Watermark | None, int]:
-    """The source's maximum watermark and row count: one cheap aggregate."""
+def source_high(sf_conn: Any, spec: TableSpec, column: SourceColumn) -> tuple[Watermark | None, int, int | None]:
+    """The source's maximum watermark, row count and recent-rows hash (``recent_rows_hash``): one
+    statement, whose maximum and count Snowflake answers from metadata."""
     cur = sf_conn.cursor()
     try:
-        high, rows = cur.execute(
-            f"SELECT MAX({sf_quote(column.name)}), COUNT(*) "
-            f"FROM {sf_qualified(spec.sf_database, spec.sf_schema, spec.sf_table)} "
-            f"WHERE {where_clause(spec.source_filter)}"
-        ).fetchone()
+        high, rows, recent = cur.execute(f"SELECT {source_state_columns(spec, column)} FROM {_from(spec)}").fetchone()
     finally:
         cur.close()
-    return as_watermark(high), int(rows)
+    return as_watermark(high), int(rows), None if recent is None else int(recent)
+
+
+def _from(spec: TableSpec) -> str:
+    return f"{sf_qualified(spec.sf_database, spec.sf_schema, spec.sf_table)} WHERE {where_clause(spec.source_filter)}"
+
+
+def source_state_columns(spec: TableSpec, column: SourceColumn) -> str:
+    """``MAX(watermark), COUNT(*)`` and the recent-rows hash, as select-list items over ``_from(spec)``
+    (the sensor puts every table's in one statement)."""
+    return f"MAX({sf_quote(column.name)}), COUNT(*), {recent_rows_hash(spec, column)}"
+
+
+def recent_rows_hash(spec: TableSpec, column: SourceColumn) -> str:
+    """A scalar subquery: ``HASH_AGG`` of every row (every column) whose watermark lies within the
+    table's lookback of the source maximum.
+
+    With the maximum and the count unchanged, a change committed late within the lookback (a row
+    updated to a watermark at or below the maximum, a second change stamped with the same watermark, a
+    delete and an insert that keep the count) changes this hash, so a sync knows the window must run
+    again. Snowflake prunes it to the newest rows; the maximum it anchors on comes from metadata."""
+    col = sf_quote(column.name)
+    top = f"(SELECT MAX({col}) FROM {_from(spec)})"
+    margin = lookback_of(spec, column)
+    kind = watermark_kind(column)
+    anchor = (
+        f"{top} - {margin}"
+        if kind == "number"
+        else f"DATEADD({'day' if kind == 'date' else 'second'}, {-margin}, {top})"
+    )
+    table = sf_qualified(spec.sf_database, spec.sf_schema, spec.sf_table)
+    return f"(SELECT HASH_AGG(*) FROM {table} WHERE {where_clause(spec.source_filter, f'{col} >= {anchor}')})"
 
 
 @dataclass(frozen=True)
@@ -217,21 +254,22 @@ def plan_window(
     spec: TableSpec,
     columns: list[SourceColumn],
     chunks: list[Chunk],
-    observed: tuple[Watermark | None, int] | None = None,
+    observed: tuple[Watermark | None, int, int | None] | None = None,
 ) -> WindowPlan:
     """Decide the table's next window; the CLI's ``sync`` and the sensor both ask this.
 
-    ``observed`` is the source's (max watermark, row count) if the caller already read them (the
-    sensor reads every table of a source in one query). Nothing changed when the maximum is the
-    settled watermark and the row count is the one seen when it was set (a changed count at an
-    unchanged maximum means late rows or deletes). ``chunks`` are the table's known chunks; rows beyond them get new edge chunks, planned
+    ``observed`` is the source's (max watermark, row count, recent-rows hash) if the caller already
+    read them (the sensor reads every table of a source in one query). Nothing changed when the
+    maximum is the settled watermark and the row count and the hash of the rows within the lookback
+    are the ones seen when it was set: a changed count at an unchanged maximum means late rows or
+    deletes, a changed hash a change committed late within the lookback. ``chunks`` are the table's known chunks; rows beyond them get new edge chunks, planned
     here with one aggregated query and recorded in the ledger.
     """
     from sf2pg.plan.planning import plan_edges
 
     column = find_column(columns, spec.source_watermark, "watermark", f"{spec.config_path}.source_watermark")  # type: ignore[arg-type]
-    high, rows = observed if observed is not None else source_high(sf_conn, spec, column)
-    settled, seen_rows = ledger.settled(pg_conn, spec.pg_schema, spec.pg_table)
+    high, rows, recent = observed if observed is not None else source_high(sf_conn, spec, column)
+    settled, seen_rows, seen_recent = ledger.settled(pg_conn, spec.pg_schema, spec.pg_table)
     states = ledger.chunk_states(pg_conn, spec.pg_schema, spec.pg_table)
     if settled is None:
         floor = legacy_floor(pg_conn, spec, column) if "completed" in states.values() else None
@@ -246,9 +284,10 @@ def plan_window(
         return WindowPlan(source_high=high, source_rows=rows, note="its first load is still running: sync waits for it")
     if high is None:
         return WindowPlan(source_high=high, source_rows=rows, note="the source table is empty")
-    if settled is not None and high <= low and rows == seen_rows:  # type: ignore[operator]
+    unchanged = rows == seen_rows and recent is not None and recent == seen_recent
+    if settled is not None and high <= low and unchanged:  # type: ignore[operator]
         return WindowPlan(source_high=high, source_rows=rows, note="up to date")
-    win = window(spec, column, low, max(high, low), rows)  # type: ignore[type-var]
+    win = window(spec, column, low, max(high, low), rows, recent)  # type: ignore[type-var]
     chunk_column = (
         find_column(columns, spec.chunking_column, "chunking", spec.config_path) if spec.chunking_column else None
     )
@@ -295,9 +334,9 @@ def window_range(spec: TableSpec, plan: WindowPlan, order: list[str]) -> tuple[s
 
 
 def window_run_key(spec: TableSpec, plan: WindowPlan) -> str:
-    """One run per table, window top and source row count: a sensor asks for each window once."""
+    """One run per table, window top, source row count and recent-rows hash: a sensor asks for each window once."""
     assert plan.window is not None
-    return f"{spec.name}:{plan.window.tags['sf2pg/window_high']}:{plan.source_rows}"
+    return f"{spec.name}:{plan.window.tags['sf2pg/window_high']}:{plan.source_rows}:{plan.window.recent_hash}"
 
 
 def as_bound(value: Any) -> Any:

@@ -425,7 +425,7 @@ def replan(spec: TableSpec, sf_conn: Any, postgres: Connects | None, existing: I
     before = None  # rows beyond the plan's range are written after this: no load may settle above it
     if spec.source_watermark:
         watermark = find_column(columns, spec.source_watermark, "watermark", f"{spec.config_path}.source_watermark")
-        high, _ = source_high(sf_conn, spec, watermark)
+        high = source_high(sf_conn, spec, watermark)[0]
         before = None if high is None else watermark_text(high)
     plan = plan_table(
         sf_conn,

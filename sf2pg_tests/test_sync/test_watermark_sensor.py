@@ -154,6 +154,50 @@ def test_late_rows_inside_the_lookback_are_not_lost(world: World):
     assert exact(world)  # 2001 arrived below the previous high but inside the lookback
 
 
+def late_changes(table: str) -> list[str]:
+    """Two changes committed late that leave MAX(UPDATED_AT) (04:59) and COUNT(*) as they were."""
+    return [
+        # stamped when its transaction began, a minute and a half before the newest row, inside the lookback
+        f"UPDATE {table} SET NAME = 'late', UPDATED_AT = '2024-01-01 04:57:30'::TIMESTAMP_NTZ WHERE ID = 295",
+        # stamped with the newest watermark itself, which the last window already read
+        f"UPDATE {table} SET NAME = 'at the high', UPDATED_AT = '2024-01-01 04:59:00'::TIMESTAMP_NTZ WHERE ID = 10",
+    ]
+
+
+def test_sync_reads_late_changes_that_move_neither_the_maximum_nor_the_row_count(world: World):
+    table = seed_orders(world, 300)
+    raw = orders_config(world)  # the default lookback: 900 s
+    instance = DagsterInstance.ephemeral()
+    assert run(world, raw, instance)[0].success
+    specs = parse_config(raw).tables()
+    assert sync(specs, instance)[0].note == "up to date"
+    for change in late_changes(table):
+        world.sf_exec(change)
+        [outcome] = sync(specs, instance)
+        assert outcome.success and outcome.window, outcome.note
+        assert exact(world)
+    assert sync(specs, instance)[0].note == "up to date"  # and once read, nothing more
+
+
+def test_the_sensor_requests_a_window_for_late_changes_that_move_neither_the_maximum_nor_the_count(world: World):
+    table = seed_orders(world, 300)
+    raw = orders_config(world)
+    instance = DagsterInstance.ephemeral()
+    assert run(world, raw, instance)[0].success
+    spec = parse_config(raw).tables()[0]
+    sensor = build_watermark_sensor("src", [spec], 60, running=False)
+    cursor = first_cursor(sensor, instance)
+    for change in late_changes(table):
+        world.sf_exec(change)
+        result = evaluate(sensor, instance, cursor)
+        assert isinstance(result, SensorResult) and len(result.run_requests) == 1, result
+        assert run_request(result.run_requests[0], spec, instance).success
+        assert exact(world)
+        cursor = result.cursor
+        quiet = evaluate(sensor, instance, cursor)
+        assert isinstance(quiet, SkipReason), quiet
+
+
 def test_sync_of_an_unloaded_table_says_to_migrate_first(world: World):
     seed_orders(world, 10)
     [outcome] = sync(parse_config(orders_config(world)).tables(), DagsterInstance.ephemeral())
