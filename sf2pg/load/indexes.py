@@ -151,3 +151,12 @@ def lock_indexes(conn: psycopg.Connection, schema: str, table: str) -> bool:
 
 def unlock_indexes(conn: psycopg.Connection, schema: str, table: str) -> None:
     locks.unlock(conn, locks.indexes_key(schema, table))
+
+
+def load_holds_indexes(conn: psycopg.Connection, schema: str, table: str) -> bool:
+    """Whether a load is running that holds the table's indexes away (a saved key without one is a
+    load that died: the next load rebuilds it before it merges)."""
+    if not lock_indexes(conn, schema, table):
+        return True
+    unlock_indexes(conn, schema, table)
+    return False

@@ -29,7 +29,7 @@ from sf2pg.config.identifiers import pg_column_match, sf_qualified, sf_quote
 from sf2pg.config.model import TableSpec
 from sf2pg.config.typemap import SourceColumn
 from sf2pg.load import ledger
-from sf2pg.load.indexes import saved_key
+from sf2pg.load.indexes import load_holds_indexes, saved_key
 from sf2pg.load.target import existing_columns
 from sf2pg.plan.chunks import (
     INCREMENTAL_PREFIX,
@@ -280,8 +280,9 @@ def plan_window(
         low: Watermark = floor
     else:
         low = parse_watermark(settled)
-    if saved_key(pg_conn, spec.pg_schema, spec.pg_table):
+    if saved_key(pg_conn, spec.pg_schema, spec.pg_table) and load_holds_indexes(pg_conn, spec.pg_schema, spec.pg_table):
         return WindowPlan(source_high=high, source_rows=rows, note="its first load is still running: sync waits for it")
+    # a saved key nobody holds is a first load that died: the window's run rebuilds the key, then merges
     if high is None:
         return WindowPlan(source_high=high, source_rows=rows, note="the source table is empty")
     unchanged = rows == seen_rows and recent is not None and recent == seen_recent

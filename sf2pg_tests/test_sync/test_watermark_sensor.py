@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import psycopg
 from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
@@ -13,11 +14,13 @@ from sf2pg.dagster.partitions import partitions_name
 from sf2pg.dagster.resources import PostgresResource, snowflake_resource
 from sf2pg.dagster.runner import run_table_job, sync
 from sf2pg.dagster.sensors import build_watermark_sensor
+from sf2pg.load import indexes
 from sf2pg_tests.harness import World, source_rows, target_rows
 from sf2pg_tests.test_load.test_migrate import run
 
 COLUMNS = ["ID", "UPDATED_AT", "NAME", "AMOUNT"]
 TARGET = ["id", "updated_at", "name", "amount"]
+PRIMARY_KEY = "SELECT conname FROM pg_constraint WHERE conrelid = 'tgt.orders'::regclass AND contype = 'p'"
 
 
 def seed_orders(world: World, n: int = 600) -> str:
@@ -196,6 +199,25 @@ def test_the_sensor_requests_a_window_for_late_changes_that_move_neither_the_max
         cursor = result.cursor
         quiet = evaluate(sensor, instance, cursor)
         assert isinstance(quiet, SkipReason), quiet
+
+
+def test_sync_waits_for_a_running_first_load_but_not_for_one_that_died(world: World):
+    table = seed_orders(world, 300)
+    raw = orders_config(world)
+    instance = DagsterInstance.ephemeral()
+    assert run(world, raw, instance)[0].success
+    specs = parse_config(raw).tables()
+    change_source(table, world)
+    first_load = psycopg.connect(dbname=world.pg_database, autocommit=True)  # holds the key away, running
+    assert indexes.lock_indexes(first_load, "tgt", "orders")
+    assert indexes.drop_secondary_indexes(first_load, "tgt", "orders", "first", primary_key=True) == ["orders_pkey"]
+    [waiting] = sync(specs, instance)
+    assert waiting.success and not waiting.window and waiting.note.startswith("its first load is still running")
+    first_load.close()  # killed: its session, and so its claim on the indexes, ends; the key stays saved
+    [outcome] = sync(specs, instance)
+    assert outcome.success and outcome.window, outcome.note
+    assert world.pg_query(PRIMARY_KEY) == [("orders_pkey",)]
+    assert exact(world)
 
 
 def test_sync_of_an_unloaded_table_says_to_migrate_first(world: World):
