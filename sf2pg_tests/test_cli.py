@@ -148,6 +148,52 @@ def test_validate_connect_names_missing_tables_and_columns(world: World, tmp_pat
     assert "sources[0].tables[1].source" in out and "MISSING_TABLE" in out
 
 
+@pytest.mark.parametrize("kind", ["NUMBER(12,2)", "FLOAT", "VARCHAR", "BOOLEAN"])
+def test_a_watermark_no_window_can_step_exactly_is_refused_before_anything_is_written(
+    world: World, tmp_path: Path, capsys, kind: str
+):
+    table = f'"{world.sf_database}"."PUBLIC"."W"'
+    value = {"VARCHAR": "'v' || SEQ4()", "BOOLEAN": "SEQ4() > 5"}.get(kind, "SEQ4() + 0.25")
+    world.sf_exec(
+        f"CREATE TABLE {table} (ID NUMBER(18,0), M {kind})",
+        f"INSERT INTO {table} SELECT SEQ4(), {value} FROM TABLE(GENERATOR(ROWCOUNT => 20))",
+    )
+    spec = {"source": "W", "chunking_columns": ["ID"], "chunking_column_types": ["id"], "uniqueness_columns": ["ID"]}
+    config = write_config(tmp_path, world.config([{**spec, "source_watermark": "M"}]))
+    said = "sources[0].tables[0].source_watermark: watermark column 'M' is"
+    for command in ("validate --connect", "migrate"):
+        code, out = run_cli(capsys, "--config", config, *command.split())
+        assert code == 1 and said in " ".join(out.split()) and "a DATE or an integer NUMBER" in out, out
+    assert world.pg_query("SELECT to_regclass('tgt.w') IS NULL") == [(True,)]
+
+
+def test_a_target_postgresql_refuses_is_named_as_such_by_validate_and_fails_migrate_without_retries(
+    world: World, tmp_path: Path, capsys
+):
+    seed_all_types(world, 20)
+    world.pg_query("CREATE SCHEMA tgt")
+    world.pg_query("CREATE VIEW tgt.all_types AS SELECT 1::bigint AS id")  # not a table sf2pg can load into
+    code, out = run_cli(capsys, "--config", write_config(tmp_path, all_types_config(world)), "validate", "--connect")
+    flat = " ".join(out.split())
+    assert code == 1 and "Snowflake is not reachable" not in flat, out
+    assert "sources[0].tables[0] (src.all_types): PostgreSQL refuses the target table:" in flat, out
+    t0 = time.monotonic()
+    code, out = run_cli(capsys, "--config", write_config(tmp_path, all_types_config(world)), "migrate")
+    flat = " ".join(out.split())
+    assert code == 1 and "(sources[0].tables[0]): PostgreSQL refuses the target table:" in flat, out
+    assert "attempt" not in flat and time.monotonic() - t0 < 5  # not retried: it cannot pass
+
+
+def test_validate_connect_names_a_source_filter_snowflake_cannot_evaluate(world: World, tmp_path: Path, capsys):
+    seed_all_types(world, 20)
+    raw = all_types_config(world)
+    raw["sources"][0]["tables"][0]["source_filter"] = "NO_SUCH_COLUMN > 0"
+    code, out = run_cli(capsys, "--config", write_config(tmp_path, raw), "validate", "--connect")
+    flat = " ".join(out.split())
+    assert code == 1 and "sources[0].tables[0].source_filter: Snowflake cannot evaluate it" in flat, out
+    assert "NO_SUCH_COLUMN" in flat
+
+
 def test_migrate_verify_and_status_from_the_command_line(
     world: World, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
 ):

@@ -262,6 +262,15 @@ def test_names_postgresql_would_cut_are_refused():
     assert "is 64 bytes; PostgreSQL names hold at most 63" in found[0]
 
 
+def test_a_key_column_named_twice_or_a_name_holding_nul_is_refused():
+    found = problems(with_table(uniqueness_columns=["ID", "Day", "id"], target="t\x00"))
+    assert found == [
+        "sources[0].tables[0].target: holds a NUL character (\\u0000) (hint: PostgreSQL names cannot hold one)",
+        'sources[0].tables[0].uniqueness_columns[2]: "id" repeats uniqueness_columns[0] (hint: name each key '
+        "column once (names differing only in case are one PostgreSQL column))",
+    ]
+
+
 def test_same_target_table_twice_is_rejected():
     raw = copy.deepcopy(SEED_SHAPED)
     raw["sources"][0]["tables"].append({"source": "OTHER", "target": "factvisitcallperformance_cr"})

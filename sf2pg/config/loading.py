@@ -290,6 +290,29 @@ def _table_problems(table: TableConfig, path: str, invalid: set[str]) -> list[Co
     problems: list[ConfigProblem] = []
     if table.target and len(table.target.encode()) > PG_MAX_NAME_BYTES:
         problems.append(_too_long(f"{path}.target", table.target))
+    names = {"source": table.source, "target": table.target, "source_watermark": table.source_watermark}
+    names |= {"target_watermark": table.target_watermark}
+    names |= {
+        f"{key}[{n}]": c
+        for key in ("chunking_columns", "uniqueness_columns")
+        for n, c in enumerate(getattr(table, key))
+    }
+    for key, name in names.items():
+        if name and "\x00" in name:
+            problems.append(
+                ConfigProblem(f"{path}.{key}", "holds a NUL character (\\u0000)", "PostgreSQL names cannot hold one")
+            )
+    seen: dict[str, int] = {}
+    for n, column in enumerate(table.uniqueness_columns):
+        if column.casefold() in seen:
+            problems.append(
+                ConfigProblem(
+                    f"{path}.uniqueness_columns[{n}]",
+                    f"{echo(column)} repeats uniqueness_columns[{seen[column.casefold()]}]",
+                    "name each key column once (names differing only in case are one PostgreSQL column)",
+                )
+            )
+        seen.setdefault(column.casefold(), n)
     for column, declared in table.column_types.items():
         try:
             parse_declared(declared)

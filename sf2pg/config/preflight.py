@@ -5,16 +5,21 @@ Every problem names the config path and the table or column at fault.
 
 from __future__ import annotations
 
-import psycopg
+from typing import Any
 
+import psycopg
+import snowflake.connector
+
+from sf2pg.config.identifiers import sf_qualified
 from sf2pg.config.model import AppConfig, TableSpec
 from sf2pg.config.typemap import SourceColumn
+from sf2pg.errors import InputError
 from sf2pg.load.postgres import Postgres
 from sf2pg.load.target import ColumnRules, TargetSchemaError, plan_columns, prepare_target
 from sf2pg.plan.chunks import chunking_type_problem
 from sf2pg.plan.incremental import target_column_name
 from sf2pg.source.snowflake_connection import sessions_from_env
-from sf2pg.source.statements import UnknownColumnError, describe_table, find_column
+from sf2pg.source.statements import UnknownColumnError, describe_table, find_column, watermark_column, where_clause
 
 
 def check_connections(config: AppConfig) -> list[str]:
@@ -42,13 +47,18 @@ def check_connections(config: AppConfig) -> list[str]:
                 known = len(problems)
                 named = [("chunking", c, "chunking_columns") for c in filter(None, [spec.chunking_column])]
                 named += [("uniqueness", c, "uniqueness_columns") for c in spec.uniqueness_columns]
-                named += [("watermark", c, "source_watermark") for c in filter(None, [spec.source_watermark])]
                 for what, name, key in named:
                     try:
                         find_column(columns, name, what, f"{spec.config_path}.{key}")
                     except UnknownColumnError as exc:
                         problems.append(str(exc))
+                if spec.source_watermark:
+                    try:
+                        watermark_column(columns, spec)
+                    except InputError as exc:
+                        problems.append(str(exc))
                 problems += _chunking_type_problems(spec, columns)
+                problems += _filter_problems(sf, spec)
                 try:
                     plan_columns(columns, where, ColumnRules.of(spec))
                     if len(problems) == known:  # the target check would only repeat a missing column
@@ -57,9 +67,27 @@ def check_connections(config: AppConfig) -> list[str]:
                     problems.append(str(exc))
                 except psycopg.OperationalError:
                     pass  # already reported as unreachable
+                except psycopg.Error as exc:  # PostgreSQL refused the target as a run would create it
+                    problems.append(f"{where}: PostgreSQL refuses the target table: {type(exc).__name__}: {exc}")
     except Exception as exc:  # the connector's errors carry no secrets; name the side
         problems.append(f"Snowflake is not reachable: {type(exc).__name__}: {exc}")
     return problems
+
+
+def _filter_problems(sf: Any, spec: TableSpec) -> list[str]:
+    """A ``source_filter`` Snowflake cannot evaluate on the table (a column it lacks, a type it cannot
+    compare), found by asking for no rows."""
+    if not spec.source_filter:
+        return []
+    table = sf_qualified(spec.sf_database, spec.sf_schema, spec.sf_table)
+    cur = sf.cursor()
+    try:
+        cur.execute(f"SELECT 1 FROM {table} WHERE {where_clause(spec.source_filter)} LIMIT 0")
+    except snowflake.connector.errors.ProgrammingError as exc:
+        return [f"{spec.config_path}.source_filter: Snowflake cannot evaluate it on the table: {exc.msg}"]
+    finally:
+        cur.close()
+    return []
 
 
 def _chunking_type_problems(spec: TableSpec, columns: list[SourceColumn]) -> list[str]:

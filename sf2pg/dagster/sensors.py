@@ -35,7 +35,7 @@ from sf2pg.dagster.resources import PostgresResource, SnowflakeResource
 from sf2pg.plan.chunks import as_watermark, watermark_text
 from sf2pg.plan.incremental import plan_window, source_state_columns
 from sf2pg.plan.planning import source_columns
-from sf2pg.source.statements import describe_tables, find_column, where_clause
+from sf2pg.source.statements import describe_tables, watermark_column, where_clause
 
 _IN_FLIGHT = [
     DagsterRunStatus.QUEUED,
@@ -80,10 +80,7 @@ def build_watermark_sensor(
         runs, notes = [], []
         with snowflake.get_connection() as sf:
             columns = _describe(sf, tables)
-            named = [
-                (spec, find_column(columns[spec.name], spec.source_watermark, "watermark", spec.config_path))  # type: ignore[arg-type]
-                for spec in tables
-            ]
+            named = [(spec, watermark_column(columns[spec.name], spec)) for spec in tables]
             cur = sf.cursor()
             try:
                 row = cur.execute(watermarks_query(named)).fetchone()

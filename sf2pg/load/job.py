@@ -15,7 +15,7 @@ from sf2pg.plan.chunks import INCREMENTAL_PREFIX, parse_chunk_key, watermark_tex
 from sf2pg.plan.incremental import source_high, window_from_tags
 from sf2pg.plan.planning import source_columns
 from sf2pg.source.extract import SnowflakeChunkSource
-from sf2pg.source.statements import find_column
+from sf2pg.source.statements import find_column, watermark_column
 
 
 def describe_load(
@@ -34,11 +34,7 @@ def describe_load(
     it, so the first sync after this load starts there (see ``sf2pg.plan.incremental``)."""
     with snowflake.get_connection() as conn:
         columns = source_columns(conn, spec)
-        watermark = (
-            find_column(columns, spec.source_watermark, "watermark", spec.config_path)
-            if spec.source_watermark
-            else None
-        )
+        watermark = watermark_column(columns, spec) if spec.source_watermark else None
         start_high, start_rows, start_recent = source_high(conn, spec, watermark) if watermark else (None, None, None)
     every = [k for k in every if not k.startswith(INCREMENTAL_PREFIX)]
     window = window_from_tags(dict(tags), spec, watermark) if watermark else None

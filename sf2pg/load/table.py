@@ -33,7 +33,7 @@ from sf2pg.load.chunk import ChunkResult, load_chunk, load_window
 from sf2pg.load.conform import BadDataError, conform
 from sf2pg.load.postgres import Connects, apply_bulk_session_settings
 from sf2pg.load.read_ahead import ChunkInterrupted, ReadAhead, TableLease, close_stream
-from sf2pg.load.target import ColumnRules, TargetTable, prepare_target
+from sf2pg.load.target import ColumnRules, TargetSchemaError, TargetTable, prepare_target
 from sf2pg.plan.chunks import Chunk, parse_watermark, watermark_text
 from sf2pg.plan.incremental import Window
 from sf2pg.source.extract import ChunkSource
@@ -107,6 +107,12 @@ class TableLoadSummary:
         return counts
 
 
+def refuses_for_good(exc: psycopg.Error) -> bool:
+    """A refusal of the target's DDL that no retry changes: SQLSTATE class 42 (a name that is not a
+    table, a column repeated, a permission missing) or 0A (a feature PostgreSQL lacks)."""
+    return (exc.sqlstate or "")[:2] in ("42", "0A")
+
+
 def _where(spec: TableSpec, chunk: Chunk | None = None) -> str:
     place = f"table {spec.name} ({spec.config_path})"
     return f"{place}, chunk {chunk.key}" if chunk else place
@@ -163,18 +169,25 @@ def load_table(
     with contextlib.closing(job.source), postgres.get_connection(spec.pg_database) as control:
         source_table = f"{spec.sf_database}.{spec.sf_schema}.{spec.sf_table}"
         ledger.claim_table(control, spec.pg_schema, spec.pg_table, spec.source_name, source_table, _where(spec))
-        target = prepare_target(
-            control,
-            spec.pg_schema,
-            spec.pg_table,
-            source_columns,
-            spec.uniqueness_columns,
-            spec.chunking_column,
-            _where(spec),
-            spec.source_watermark,
-            rules=ColumnRules.of(spec),
-            run_id=job.run_id,
-        )
+        try:
+            target = prepare_target(
+                control,
+                spec.pg_schema,
+                spec.pg_table,
+                source_columns,
+                spec.uniqueness_columns,
+                spec.chunking_column,
+                _where(spec),
+                spec.source_watermark,
+                rules=ColumnRules.of(spec),
+                run_id=job.run_id,
+            )
+        except psycopg.Error as exc:
+            if not refuses_for_good(exc):
+                raise
+            raise TargetSchemaError(
+                f"{_where(spec)}: PostgreSQL refuses the target table: {type(exc).__name__}: {exc}"
+            ) from None
         summary.schema_changes = [str(c) for c in target.changes]
         for change in target.changes:
             (logger.info if change.applied else logger.warning)(f"{spec.name}: schema: {change}")

@@ -41,7 +41,7 @@ from sf2pg.plan.chunks import (
     parse_watermark,
     watermark_text,
 )
-from sf2pg.source.statements import find_column, where_clause, window_predicate
+from sf2pg.source.statements import find_column, watermark_column, where_clause, window_predicate
 
 __all__ = ["parse_watermark", "watermark_text"]  # kept here for callers that read watermarks with windows
 
@@ -267,7 +267,7 @@ def plan_window(
     """
     from sf2pg.plan.planning import plan_edges
 
-    column = find_column(columns, spec.source_watermark, "watermark", f"{spec.config_path}.source_watermark")  # type: ignore[arg-type]
+    column = watermark_column(columns, spec)
     high, rows, recent = observed if observed is not None else source_high(sf_conn, spec, column)
     settled, seen_rows, seen_recent = ledger.settled(pg_conn, spec.pg_schema, spec.pg_table)
     states = ledger.chunk_states(pg_conn, spec.pg_schema, spec.pg_table)

@@ -41,7 +41,7 @@ from sf2pg.plan.chunks import (
     watermark_text,
 )
 from sf2pg.plan.incremental import source_high
-from sf2pg.source.statements import describe_table, find_column, where_clause
+from sf2pg.source.statements import describe_table, find_column, watermark_column, where_clause
 
 _ID_BUCKETS = 4096  # equal-width ID buckets in the first query; merged afterwards
 _REFINE_MINUTES_MAX_DENSE = 50  # refine up to this many dense days by minute, more by hour
@@ -424,7 +424,7 @@ def replan(spec: TableSpec, sf_conn: Any, postgres: Connects | None, existing: I
     columns = source_columns(sf_conn, spec)
     before = None  # rows beyond the plan's range are written after this: no load may settle above it
     if spec.source_watermark:
-        watermark = find_column(columns, spec.source_watermark, "watermark", f"{spec.config_path}.source_watermark")
+        watermark = watermark_column(columns, spec)
         high = source_high(sf_conn, spec, watermark)[0]
         before = None if high is None else watermark_text(high)
     plan = plan_table(

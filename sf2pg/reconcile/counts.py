@@ -15,7 +15,7 @@ from sf2pg.load import locks
 from sf2pg.plan.chunks import Chunk
 from sf2pg.reconcile.fingerprints import Settled, fingerprint_chunks, read_watermark
 from sf2pg.reconcile.verdicts import RowCount, TableVerdict
-from sf2pg.source.statements import find_column, where_clause
+from sf2pg.source.statements import watermark_column, where_clause
 
 # ---- whole-table counts --------------------------------------------------------------------------
 
@@ -50,7 +50,7 @@ def compare_counts(
             query = f"SELECT COUNT(*), 0 FROM {table} WHERE {where_clause(spec.source_filter)}"
             settled = None
         else:
-            column = find_column(columns(), spec.source_watermark, "watermark", f"{spec.config_path}.source_watermark")  # type: ignore[arg-type]
+            column = watermark_column(columns(), spec)
             settled = Settled(watermark, column, None, True)
             query = (
                 f"SELECT COUNT(CASE WHEN {settled.sf()} THEN 1 END), COUNT(CASE WHEN {settled.sf(moving=True)} THEN 1 END) "

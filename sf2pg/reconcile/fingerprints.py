@@ -42,7 +42,7 @@ from sf2pg.reconcile.queries import (
     target_fingerprints,
 )
 from sf2pg.reconcile.verdicts import ChunkVerdict, Depth, Mismatch, WatermarkError, comparable
-from sf2pg.source.statements import find_column
+from sf2pg.source.statements import find_column, watermark_column
 
 CHUNKS_PER_QUERY = 250
 _NUMERIC_KEY_TYPES = {"smallint", "integer", "bigint", "numeric", "double precision"}
@@ -112,11 +112,7 @@ def comparison_plan(
             ]
     for i, (col, target) in enumerate(shared if depth == "cells" else []):
         measures += column_measures(col, target, i, spec.nul_bytes == "strip")
-    watermark_col = (
-        find_column(columns, spec.source_watermark, "watermark", f"{spec.config_path}.source_watermark")
-        if spec.source_watermark
-        else None
-    )
+    watermark_col = watermark_column(columns, spec) if spec.source_watermark else None
     return ComparisonPlan(
         spec,
         list({(m.column, m.name): m for m in measures}.values()),

@@ -4,16 +4,23 @@ predicate and query that select a chunk's or a window's rows (bounds from ``sf2p
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sf2pg.config.identifiers import sf_qualified, sf_quote, sf_string
 from sf2pg.config.typemap import SourceColumn
 from sf2pg.errors import InputError
 from sf2pg.plan.chunks import Chunk, sf_literal, sf_outside, sf_range
 
+if TYPE_CHECKING:
+    from sf2pg.config.model import TableSpec
+
 
 class UnknownColumnError(InputError):
     """A configured column name that the source table does not have."""
+
+
+class UnusableWatermarkError(InputError):
+    """A ``source_watermark`` column of a type no window can select exactly."""
 
 
 def describe_table(conn: Any, database: str, schema: str, table: str) -> list[SourceColumn]:
@@ -106,6 +113,24 @@ def chunk_query(
     select = ", ".join(sf_quote(c.name) for c in columns)
     where = where_clause(source_filter, chunk_predicate(chunk_column, chunk, watermark))
     return f"SELECT {select} FROM {sf_qualified(database, schema, table)} WHERE {where}"
+
+
+_INTEGER_TYPES = {"NUMBER", "DECIMAL", "NUMERIC", "INT", "INTEGER", "BIGINT", "SMALLINT", "TINYINT", "BYTEINT"}
+
+
+def watermark_column(columns: list[SourceColumn], spec: TableSpec) -> SourceColumn:
+    """The table's ``source_watermark`` column, which must be a timestamp, a date or an integer: the
+    windows compare, store and step it exactly (a fractional number, text or a boolean cannot be)."""
+    where = f"{spec.config_path}.source_watermark"
+    column = find_column(columns, spec.source_watermark or "", "watermark", where)
+    kind = column.data_type.upper()
+    if kind.startswith("TIMESTAMP") or kind in ("DATE", "DATETIME") or (kind in _INTEGER_TYPES and not column.scale):
+        return column
+    shown = f"{kind}({column.precision},{column.scale})" if kind in _INTEGER_TYPES else kind
+    raise UnusableWatermarkError(
+        f"{where}: watermark column {column.name!r} is {shown}; a watermark must be a TIMESTAMP (NTZ, LTZ or TZ), "
+        "a DATE or an integer NUMBER (scale 0) that grows with every change"
+    )
 
 
 def find_column(columns: list[SourceColumn], name: str, what: str, where: str) -> SourceColumn:
