@@ -271,6 +271,11 @@ def test_a_key_column_named_twice_or_a_name_holding_nul_is_refused():
     ]
 
 
+def test_delete_detection_and_insert_only_mode_are_refused_together():
+    [found] = problems(with_table(uniqueness_columns=["ID"], delete_detection="keys", insert_only_mode=True))
+    assert found.startswith("sources[0].tables[0].delete_detection: cannot be combined with insert_only_mode")
+
+
 def test_same_target_table_twice_is_rejected():
     raw = copy.deepcopy(SEED_SHAPED)
     raw["sources"][0]["tables"].append({"source": "OTHER", "target": "factvisitcallperformance_cr"})

@@ -351,6 +351,14 @@ def _table_problems(table: TableConfig, path: str, invalid: set[str]) -> list[Co
                 "add uniqueness_columns, or drop delete_detection",
             )
         )
+    if table.delete_detection and table.insert_only_mode and not invalid & {"delete_detection", "insert_only_mode"}:
+        problems.append(
+            ConfigProblem(
+                f"{path}.delete_detection",
+                "cannot be combined with insert_only_mode, which leaves rows in the target untouched",
+                "drop one of them",
+            )
+        )
     keyless = table.source_watermark and not table.uniqueness_columns and "uniqueness_columns" not in invalid
     if keyless and not table.insert_only_mode and "insert_only_mode" not in invalid:
         problems.append(
