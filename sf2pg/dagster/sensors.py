@@ -25,7 +25,6 @@ from dagster import (
     sensor,
 )
 
-from sf2pg.config.identifiers import sf_qualified
 from sf2pg.config.model import TableSpec
 from sf2pg.config.typemap import SourceColumn
 from sf2pg.dagster.assets import asset_key
@@ -33,9 +32,9 @@ from sf2pg.dagster.checks import after_load
 from sf2pg.dagster.partitions import registered_chunks, window_run
 from sf2pg.dagster.resources import PostgresResource, SnowflakeResource
 from sf2pg.plan.chunks import as_watermark, watermark_text
-from sf2pg.plan.incremental import plan_window, source_state_columns
+from sf2pg.plan.incremental import plan_window, source_from, source_state_columns
 from sf2pg.plan.planning import source_columns
-from sf2pg.source.statements import describe_tables, watermark_column, where_clause
+from sf2pg.source.statements import describe_tables, watermark_column
 
 _IN_FLIGHT = [
     DagsterRunStatus.QUEUED,
@@ -51,9 +50,7 @@ def watermarks_query(tables: list[tuple[TableSpec, SourceColumn]]) -> str:
     """Every table's (max watermark, row count, recent-rows hash) in one statement: a cross join of
     one-row aggregates."""
     parts = [
-        f"(SELECT {source_state_columns(spec, column)} "
-        f"FROM {sf_qualified(spec.sf_database, spec.sf_schema, spec.sf_table)} "
-        f"WHERE {where_clause(spec.source_filter)}) AS t{i}"
+        f"(SELECT {source_state_columns(spec, column, str(i))} FROM {source_from(spec)}) AS t{i}"
         for i, (spec, column) in enumerate(tables)
     ]
     return f"SELECT * FROM {', '.join(parts)}"

@@ -129,20 +129,27 @@ def source_high(sf_conn: Any, spec: TableSpec, column: SourceColumn) -> tuple[Wa
     statement, whose maximum and count Snowflake answers from metadata."""
     cur = sf_conn.cursor()
     try:
-        high, rows, recent = cur.execute(f"SELECT {source_state_columns(spec, column)} FROM {_from(spec)}").fetchone()
+        high, rows, recent = cur.execute(
+            f"SELECT {source_state_columns(spec, column)} FROM {source_from(spec)}"
+        ).fetchone()
     finally:
         cur.close()
     return as_watermark(high), int(rows), None if recent is None else int(recent)
 
 
-def _from(spec: TableSpec) -> str:
+def source_from(spec: TableSpec) -> str:
+    """The table's rows as a statement selects them: its name and its ``source_filter``."""
     return f"{sf_qualified(spec.sf_database, spec.sf_schema, spec.sf_table)} WHERE {where_clause(spec.source_filter)}"
 
 
-def source_state_columns(spec: TableSpec, column: SourceColumn) -> str:
-    """``MAX(watermark), COUNT(*)`` and the recent-rows hash, as select-list items over ``_from(spec)``
-    (the sensor puts every table's in one statement)."""
-    return f"MAX({sf_quote(column.name)}), COUNT(*), {recent_rows_hash(spec, column)}"
+def source_state_columns(spec: TableSpec, column: SourceColumn, suffix: str = "") -> str:
+    """``MAX(watermark), COUNT(*)`` and the recent-rows hash, as select-list items over
+    ``source_from(spec)``, named ``h``, ``n``, ``r`` plus ``suffix`` (the sensor puts every table's in
+    one statement)."""
+    return (
+        f"MAX({sf_quote(column.name)}) AS h{suffix}, COUNT(*) AS n{suffix}, "
+        f"{recent_rows_hash(spec, column)} AS r{suffix}"
+    )
 
 
 def recent_rows_hash(spec: TableSpec, column: SourceColumn) -> str:
@@ -154,7 +161,7 @@ def recent_rows_hash(spec: TableSpec, column: SourceColumn) -> str:
     delete and an insert that keep the count) changes this hash, so a sync knows the window must run
     again. Snowflake prunes it to the newest rows; the maximum it anchors on comes from metadata."""
     col = sf_quote(column.name)
-    top = f"(SELECT MAX({col}) FROM {_from(spec)})"
+    top = f"(SELECT MAX({col}) FROM {source_from(spec)})"
     margin = lookback_of(spec, column)
     kind = watermark_kind(column)
     anchor = (
