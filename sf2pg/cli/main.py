@@ -218,9 +218,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for v in verdicts:
         if v.watermark is not None:
             console.print(
-                f"{v.table}: compared the rows settled up to watermark {v.watermark}; "
-                f"{v.moving_rows:,} source rows past it are in flight (rows at the watermark count as in "
-                "flight too: a late commit can still add to them; the next sync reads them)",
+                f"{v.table}: compared the rows settled below watermark {v.watermark}; "
+                f"{v.moving_rows:,} source rows at or past it are in flight (the next sync reads them; while "
+                "the source has changed since the last sync, the rows within the lookback count as in flight too)",
                 highlight=False,
                 soft_wrap=True,
             )

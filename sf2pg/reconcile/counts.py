@@ -13,7 +13,7 @@ from sf2pg.config.model import TableSpec
 from sf2pg.config.typemap import SourceColumn
 from sf2pg.load import locks
 from sf2pg.plan.chunks import Chunk
-from sf2pg.reconcile.fingerprints import Settled, fingerprint_chunks, read_watermark
+from sf2pg.reconcile.fingerprints import Settled, fingerprint_chunks, read_watermark, settled_boundary
 from sf2pg.reconcile.verdicts import RowCount, TableVerdict
 from sf2pg.source.statements import watermark_column, where_clause
 
@@ -44,13 +44,13 @@ def compare_counts(
     ``columns`` describes the source table, asked only when H is set."""
     with pg_conn.transaction():
         locks.hold_lease_exclusive(pg_conn, spec.pg_schema, spec.pg_table)
-        watermark = read_watermark(pg_conn, spec)
+        column = watermark_column(columns(), spec) if read_watermark(pg_conn, spec) is not None else None
+        watermark = settled_boundary(sf_conn, pg_conn, spec, column) if column is not None else None
         table = sf_qualified(spec.sf_database, spec.sf_schema, spec.sf_table)
         if watermark is None:
             query = f"SELECT COUNT(*), 0 FROM {table} WHERE {where_clause(spec.source_filter)}"
             settled = None
         else:
-            column = watermark_column(columns(), spec)
             settled = Settled(watermark, column, None, True)
             query = (
                 f"SELECT COUNT(CASE WHEN {settled.sf()} THEN 1 END), COUNT(CASE WHEN {settled.sf(moving=True)} THEN 1 END) "

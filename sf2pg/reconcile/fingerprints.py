@@ -154,6 +154,25 @@ def read_watermark(pg_conn: psycopg.Connection, spec: TableSpec) -> dt.datetime 
     return parse_watermark(row[0]) if row and row[0] is not None else None
 
 
+def settled_boundary(
+    sf_conn: Any, pg_conn: psycopg.Connection, spec: TableSpec, column: SourceColumn
+) -> dt.datetime | int | None:
+    """The watermark below which the checks compare rows: the ledger's H while the source is as the
+    last window (or load) left it (its maximum H, its count and its recent-rows hash unchanged), else
+    H less the table's lookback, since a change committed late may have landed up to there and only
+    the next window reads it. None before any load recorded H."""
+    from sf2pg.plan.incremental import source_high, window
+
+    h = read_watermark(pg_conn, spec)
+    if h is None:
+        return None
+    _, seen_rows, seen_recent = ledger.settled(pg_conn, spec.pg_schema, spec.pg_table)
+    high, rows, recent = source_high(sf_conn, spec, column)
+    if high == h and rows == seen_rows and recent is not None and recent == seen_recent:
+        return h
+    return window(spec, column, h, h).read_from
+
+
 @dataclass(frozen=True)
 class Settled:
     """The rows both sides compare when the ledger holds a watermark H (``None``: every row)."""
@@ -207,10 +226,12 @@ class Settled:
         return sql.SQL("({} {} %s OR {} IS NULL)").format(col, sql.SQL(op), col), [bound]
 
 
-def settled_rows(pg_conn: psycopg.Connection, plan: ComparisonPlan) -> Settled:
+def settled_rows(sf_conn: Any, pg_conn: psycopg.Connection, plan: ComparisonPlan) -> Settled:
     spec = plan.spec
-    watermark = read_watermark(pg_conn, spec)
-    if watermark is None or plan.watermark_col is None:
+    if plan.watermark_col is None:
+        return Settled(None, None, None, bool(plan.keys))
+    watermark = settled_boundary(sf_conn, pg_conn, spec, plan.watermark_col)
+    if watermark is None:
         return Settled(None, None, None, bool(plan.keys))
     is_time = target_type(plan.watermark_col).pg_type.split("(")[0] in {"timestamp", "timestamptz", "date"}
     if is_time != isinstance(watermark, dt.datetime):
@@ -279,7 +300,7 @@ def _compare_once(
     spec = plan.spec
     with pg_conn.transaction():
         locks.hold_lease_exclusive(pg_conn, spec.pg_schema, spec.pg_table)
-        settled = settled_rows(pg_conn, plan)
+        settled = settled_rows(sf_conn, pg_conn, plan)
         present = pending_deletes and bool(plan.keys)
         query = source_query(plan, batch, settled, present)
         moving = 0

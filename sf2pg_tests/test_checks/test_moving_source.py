@@ -73,7 +73,7 @@ def run_checks(raw: dict, instance: DagsterInstance) -> dict:
 
 
 def test_rows_past_the_watermark_are_in_flight_and_a_wrong_settled_row_still_fails(world, tmp_path, capsys):
-    raw, config, instance, high = seeded(world, tmp_path)
+    raw, config, instance, high = seeded(world, tmp_path, watermark_lookback=0)  # the boundary stays H
     table = f'"{world.sf_database}"."PUBLIC"."ORDERS"'
     later = (high + dt.timedelta(hours=1)).isoformat(sep=" ")
     world.sf_exec(
@@ -87,7 +87,7 @@ def test_rows_past_the_watermark_are_in_flight_and_a_wrong_settled_row_still_fai
 
     code, out = run_cli(capsys, "--config", config, "verify")
     assert code == 0, out
-    assert f"compared the rows settled up to watermark {high.isoformat(sep=' ')}; 7 source rows past it" in out
+    assert f"compared the rows settled below watermark {high.isoformat(sep=' ')}; 7 source rows at or past it" in out
     evaluations = run_checks(raw, instance)
     assert all(e.passed for e in evaluations.values()), [e.description for e in evaluations.values()]
     chunk = evaluations[("chunk_fingerprint", "id_0000000001_0000000501")]
@@ -106,6 +106,26 @@ def test_rows_past_the_watermark_are_in_flight_and_a_wrong_settled_row_still_fai
     assert [(e.check_name, e.partition) for e in failed] == [("chunk_fingerprint", "id_0000000501_0000001001")]
     assert failed[0].metadata["columns_that_differ"].value == ["AMOUNT"]
     assert failed[0].severity.value == "ERROR"
+
+
+def test_a_change_committed_late_below_the_watermark_is_in_flight_until_a_sync_reads_it(world, tmp_path, capsys):
+    _, config, _, high = seeded(world, tmp_path)  # the default lookback: 900 s, the newest 900 rows here
+    table = f'"{world.sf_database}"."PUBLIC"."ORDERS"'
+    late = (high - dt.timedelta(seconds=30)).isoformat(sep=" ")
+    world.sf_exec(f"UPDATE {table} SET NOTE = 'late', UPDATED_AT = '{late}'::TIMESTAMP_NTZ WHERE ID = 950")
+    world.pg_query("UPDATE tgt.orders SET amount = amount + 1 WHERE id = 5")  # settled long before: wrong
+    capsys.readouterr()  # not the seeding load's log
+    code, out = run_cli(capsys, "--config", config, "verify")
+    flat = " ".join(out.split())
+    lookback = (high - dt.timedelta(seconds=900)).isoformat(sep=" ")
+    assert code == 1 and f"compared the rows settled below watermark {lookback}" in flat, out
+    assert "✗ src.orders chunk id_0000000001_0000000501: column AMOUNT" in flat  # id 5
+    assert "✗ src.orders chunk id_0000000501" not in flat  # id 950's late change is in flight, not a difference
+    assert run_cli(capsys, "--config", config, "sync")[0] == 0  # reads the late change
+    code, out = run_cli(capsys, "--config", config, "verify")
+    flat = " ".join(out.split())
+    assert code == 1 and f"compared the rows settled below watermark {high.isoformat(sep=' ')}" in flat, out
+    assert "✗ src.orders chunk id_0000000501" not in flat
 
 
 def test_without_the_watermark_the_same_changes_fail(world, tmp_path, capsys):

@@ -24,7 +24,8 @@ ROWS = 3000
 class Writer(threading.Thread):
     """Changes the table like an application would, stamping every change with the real time:
     updates spread over every chunk, inserts beyond the planned range, rows committed late with the
-    newest watermark already there, and (``deletes``) deletes of old rows."""
+    newest watermark already there, and either (``deletes``) deletes of old rows or, keyed, updates
+    committed late with a watermark just below the newest (which move neither its maximum nor its count)."""
 
     def __init__(self, stack: Stack, table: str, keyed: bool, deletes: bool) -> None:
         super().__init__(daemon=True)
@@ -60,6 +61,12 @@ class Writer(threading.Thread):
                     next_id += 1
                 elif step == 3 and self.deletes:
                     cur.execute(f"DELETE FROM {self.table} WHERE ID = {(n * 37) % ROWS}")
+                elif step == 3 and self.keyed:  # committed late, stamped a little before the newest row
+                    cur.execute(
+                        f"UPDATE {self.table} SET NAME = 'late update {n}', "
+                        f"UPDATED_AT = (SELECT DATEADD(millisecond, -500, MAX(UPDATED_AT)) FROM {self.table}) "
+                        f"WHERE ID = {(n * 53) % ROWS}"
+                    )
                 self.changes += 1
                 n += 1
                 time.sleep(0.02)
