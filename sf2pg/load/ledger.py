@@ -374,6 +374,11 @@ def advance_watermark(
     current = row[0] if row else None
     if current is None or parse_watermark(current) <= parse_watermark(high):
         _set_watermark(conn, schema, table, high, source_rows, recent_hash)
+    # every row up to high is in the target now, those beyond the plan too (the window planned edge
+    # chunks for them), so a later chunk load need not settle below it (``start_load``'s cap)
+    planned = planned_watermark(conn, schema, table)
+    if planned is not None and parse_watermark(planned) < parse_watermark(high):
+        record_planned_watermark(conn, schema, table, high)
     # an incremental load may land rows anywhere in the key space: no range is provably empty now
     conn.execute(
         "UPDATE migration_status.table_state SET pristine = false, updated_at = now() "

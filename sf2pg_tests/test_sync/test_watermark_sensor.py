@@ -220,6 +220,27 @@ def test_sync_waits_for_a_running_first_load_but_not_for_one_that_died(world: Wo
     assert exact(world)
 
 
+def test_reloading_one_chunk_after_syncs_keeps_the_settled_watermark_the_syncs_reached(world: World):
+    table = seed_orders(world, 300)
+    raw = orders_config(world, rows_per_chunk=100, watermark_lookback=0)
+    instance = DagsterInstance.ephemeral()
+    assert run(world, raw, instance)[0].success
+    spec = parse_config(raw).tables()[0]
+    world.sf_exec(
+        f"INSERT INTO {table} SELECT 1000 + SEQ4(), DATEADD(minute, SEQ4(), '2024-01-03'::TIMESTAMP_NTZ), 'new', 1 "
+        "FROM TABLE(GENERATOR(ROWCOUNT => 50))"
+    )
+    assert sync([spec], instance)[0].window
+    settled = "SELECT watermark FROM migration_status.table_state"
+    reached = world.pg_query(settled)
+    first = instance.get_dynamic_partitions(partitions_name(spec))[0]
+    tags = {ASSET_PARTITION_RANGE_START_TAG: first, ASSET_PARTITION_RANGE_END_TAG: first}
+    assert run_table_job("materialize", spec, instance, build_resources(resolve_env=True), tags).success
+    assert world.pg_query(settled) == reached  # not back at the plan's maximum: the next window starts there
+    assert sync([spec], instance)[0].note == "up to date"
+    assert exact(world)
+
+
 def test_sync_of_an_unloaded_table_says_to_migrate_first(world: World):
     seed_orders(world, 10)
     [outcome] = sync(parse_config(orders_config(world)).tables(), DagsterInstance.ephemeral())
