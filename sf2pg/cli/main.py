@@ -181,6 +181,15 @@ def cmd_sync(args: argparse.Namespace) -> int:
     console.print(table)
     for o in outcomes:
         print_schema_changes(o)
+        if o.awaiting_reload:
+            console.print(
+                f"note: {o.spec.name}: {o.awaiting_reload} chunk(s) loaded before a column was added hold NULL there "
+                "for their rows that have not changed since (a window reads only changed rows); `sf2pg migrate` "
+                "reloads them",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
     for o in outcomes:
         if not o.success:
             err_console.print(f"✗ {o.spec.name}: {o.note}", highlight=False, markup=False, soft_wrap=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -26,8 +26,14 @@ from psycopg import sql
 
 from sf2pg.config.identifiers import pg_column_match, sf_quote
 from sf2pg.config.model import TableSpec
-from sf2pg.config.typemap import IncompatibleTypeError, SourceColumn, load_type_for_existing, target_type
-from sf2pg.load import ledger, locks
+from sf2pg.config.typemap import (
+    IncompatibleTypeError,
+    SourceColumn,
+    load_type_for_existing,
+    sf_type_text,
+    target_type,
+)
+from sf2pg.load import drift, ledger, locks
 from sf2pg.load.chunk import is_timestamptz, pg_bound
 from sf2pg.load.target import existing_columns
 from sf2pg.plan.chunks import Chunk, naive_utc, parse_watermark, sf_literal
@@ -72,6 +78,9 @@ class ComparisonPlan:
     keys: list[tuple[SourceColumn, TargetColumn]]
     watermark_col: SourceColumn | None
     watermark_target: str | None
+    # source columns changed in Snowflake since the last load (added, widened) that the target does not
+    # hold yet: every chunk differs in them until the next load follows the change
+    not_loaded_yet: list[Mismatch] = field(default_factory=list)
 
     @property
     def json_measures(self) -> list[tuple[int, Measure]]:
@@ -93,9 +102,27 @@ def comparison_plan(
     def target_name(name: str) -> str | None:
         return pg_column_match(existing, name)  # the one naming rule every load uses (long names too)
 
-    # columns the target lacks, or holds in a type the source no longer loads into (a retype ignored by
-    # unsafe_schema_changes), cannot be compared; load metadata reports them as skipped
+    # columns the target lacks, or holds in a type the source no longer loads into, cannot be compared:
+    # a change the loads keep out (a retype ignored by unsafe_schema_changes; load metadata reports it
+    # as skipped) is left out, one the next load follows (added, widened) is a difference until then
     shared = [(c, t) for c in columns if (t := target_name(c.name)) and _loads_into(c, existing[t])]
+    compared = {c.name for c, _ in shared}
+    recorded, _ = ledger.source_columns(pg_conn, spec.pg_schema, spec.pg_table)
+    followed = {
+        change.name: change.kind
+        for change in (drift.source_changes(drift.from_json(recorded), columns) if recorded is not None else [])
+        if change.kind in drift.SAFE
+    }
+    not_loaded_yet = [
+        Mismatch(
+            c.name,
+            f"{followed[c.name]} in Snowflake since the last load",
+            sf_type_text(c),
+            existing[t].data_type if (t := target_name(c.name)) else "no such column",
+        )
+        for c in columns
+        if c.name not in compared and c.name in followed
+    ]
     chunk_col = (
         find_column(columns, spec.chunking_column, "chunking", spec.config_path) if spec.chunking_column else None
     )
@@ -123,6 +150,7 @@ def comparison_plan(
         [(k, existing[ident[k.name]]) for k in keys if k.name in ident],
         watermark_col,
         target_name(spec.target_watermark) if spec.target_watermark else None,
+        not_loaded_yet,
     )
 
 
@@ -318,6 +346,7 @@ def _compare_once(
             sf_rows, _, _ = source.result()
     verdicts = _compare(batch, plan.measures, sf_rows, pg_rows, settled.text, moving)
     for v in verdicts:
+        v.mismatches += plan.not_loaded_yet
         v.pending_deletes = int((everything.get(v.key) or [0])[0] or 0) - int((pg_rows.get(v.key) or [0])[0] or 0)
     return verdicts
 

@@ -285,6 +285,7 @@ class SyncOutcome:
     deleted: int = 0  # rows removed by delete detection
     checks: dict[str, bool] = field(default_factory=dict)
     check_failures: list[str] = field(default_factory=list)
+    awaiting_reload: int = 0  # chunks loaded before a column was added: their unchanged rows hold NULL there
 
 
 def sync(specs: list[TableSpec], executor: Executor | None = None, log_level: str = "INFO") -> list[SyncOutcome]:
@@ -294,10 +295,17 @@ def sync(specs: list[TableSpec], executor: Executor | None = None, log_level: st
 
 
 def _sync_table(context: CommandContext, spec: TableSpec) -> SyncOutcome:
-    from sf2pg.plan.incremental import plan_window, window_range
-
     if not spec.source_watermark:
         return SyncOutcome(spec, note="no source_watermark: not synced")
+    outcome = _sync_window(context, spec)
+    with context.postgres.get_connection(spec.pg_database) as conn:
+        outcome.awaiting_reload = len(ledger.chunks_to_backfill(conn, spec.pg_schema, spec.pg_table))
+    return outcome
+
+
+def _sync_window(context: CommandContext, spec: TableSpec) -> SyncOutcome:
+    from sf2pg.plan.incremental import plan_window, window_range
+
     chunks = planning.known_chunks(spec, context.postgres, context.registry.order(spec))
     context.registry.register(spec, chunks)  # a new instance learns the plan from the ledger
     with context.snowflake.get_connection() as sf, context.postgres.get_connection(spec.pg_database) as pg:

@@ -97,20 +97,54 @@ def test_values_given_to_unchanged_rows_arrive_when_migrate_reloads_the_chunks_l
     assert code == 0 and "already loaded" in out  # filled: a plain re-run reads nothing
 
 
-def test_a_column_added_before_a_migrate_is_added_filled_and_reported_on_the_command_line(
+def test_with_the_default_row_check_sync_says_which_chunks_wait_for_a_reload_and_verify_names_the_column(
+    world: World, tmp_path: Path, capsys
+):
+    table = seed_orders(world, 300)
+    config = write_config(tmp_path, orders_config(world))  # checks_after_load: rows, the default
+    assert run_cli(capsys, "--config", config, "migrate")[0] == 0
+    chunks = len(world.pg_query("SELECT 1 FROM migration_status.chunk_state"))
+    world.sf_exec(
+        f"ALTER TABLE {table} ADD COLUMN SEGMENT VARCHAR",
+        f"UPDATE {table} SET SEGMENT = 'basic'",  # leaves every watermark alone
+        f"UPDATE {table} SET NAME = 'moved', UPDATED_AT = '2024-01-01 04:59:30'::TIMESTAMP_NTZ WHERE ID = 3",
+    )
+    code, out = run_cli(capsys, "--config", config, "sync")
+    flat = " ".join(out.split())
+    assert code == 0, out  # the row check after the window sees no cell
+    assert f"note: src.orders: {chunks} chunk(s) loaded before a column was added hold NULL there" in flat
+    code, out = run_cli(capsys, "--config", config, "verify")
+    assert code == 1 and "SEGMENT" in out, out
+    assert run_cli(capsys, "--config", config, "migrate")[0] == 0
+    code, out = run_cli(capsys, "--config", config, "sync")
+    assert code == 0 and "note:" not in out, out
+    assert run_cli(capsys, "--config", config, "verify")[0] == 0
+
+
+def test_a_column_added_before_a_migrate_fails_verify_until_migrate_adds_fills_and_reports_it(
     world: World, tmp_path: Path, capsys
 ):
     table = seed_orders(world, 300)
     config = write_config(tmp_path, orders_config(world))
     code, out = run_cli(capsys, "--config", config, "migrate")
     assert code == 0, out
-    world.sf_exec(f"ALTER TABLE {table} ADD COLUMN REGION NUMBER(4,0)", f"UPDATE {table} SET REGION = ID % 9")
+    world.sf_exec(
+        f"ALTER TABLE {table} ADD COLUMN REGION NUMBER(4,0)",
+        f"UPDATE {table} SET REGION = ID % 9",
+        f"ALTER TABLE {table} ALTER COLUMN AMOUNT SET DATA TYPE NUMBER(16,2)",
+    )
+    code, out = run_cli(capsys, "--config", config, "verify")  # the target does not hold them yet
+    flat = " ".join(out.split())
+    assert code == 1, out
+    assert "column REGION: added in Snowflake since the last load: source NUMBER(4,0), target no such column" in flat
+    assert "column AMOUNT: widened in Snowflake since the last load: source NUMBER(16,2), target numeric" in flat
     code, out = run_cli(capsys, "--config", config, "migrate")
     assert code == 0, out
     assert "schema: src.orders: added column 'REGION' (NUMBER(4,0)): added to the target as smallint" in out
     assert target_rows(world, "tgt", "orders", [*TARGET, "region"]) == source_rows(
         world, "ORDERS", [*COLUMNS, "REGION"]
     )
+    assert run_cli(capsys, "--config", config, "verify")[0] == 0
 
 
 def test_a_number_whose_precision_grew_widens_its_target_column_and_the_wide_value_loads(world: World):
