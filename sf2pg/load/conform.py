@@ -78,6 +78,13 @@ def _cast(arr: pa.Array, to: pa.DataType, column: str, nul_bytes: str, where: st
                 f"({low} .. {high}); give the column a wider type (column_types, or widen it in PostgreSQL) "
                 "and reload the chunk"
             ) from exc
+        if pa.types.is_decimal(to) and pa.types.is_decimal(arr.type):
+            raise BadDataError(
+                f"{where}: column {column!r} holds a value that does not fit the target column's "
+                f"numeric({to.precision},{to.scale}) (was the column widened in Snowflake during this load?); run "
+                "the load again: it widens the target column first when the source column grew; or give the "
+                "column a wider type (column_types)"
+            ) from exc
         raise BadDataError(f"{where}: column {column!r}: cannot convert {arr.type} to {to}: {exc}") from exc
 
 
