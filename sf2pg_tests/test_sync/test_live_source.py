@@ -62,10 +62,10 @@ class Writer(threading.Thread):
                 elif step == 3 and self.deletes:
                     cur.execute(f"DELETE FROM {self.table} WHERE ID = {(n * 37) % ROWS}")
                 elif step == 3 and self.keyed:  # committed late, stamped a little before the newest row
-                    cur.execute(
-                        f"UPDATE {self.table} SET NAME = 'late update {n}', "
-                        f"UPDATED_AT = (SELECT DATEADD(millisecond, -500, MAX(UPDATED_AT)) FROM {self.table}) "
-                        f"WHERE ID = {(n * 53) % ROWS}"
+                    late = f"(SELECT DATEADD(millisecond, -500, MAX(UPDATED_AT)) FROM {self.table})"
+                    cur.execute(  # a row's own watermark still only grows (as sync requires)
+                        f"UPDATE {self.table} SET NAME = 'late update {n}', UPDATED_AT = {late} "
+                        f"WHERE ID = {(n * 53) % ROWS} AND UPDATED_AT < {late}"
                     )
                 self.changes += 1
                 n += 1
