@@ -107,7 +107,7 @@ class TableLoadSummary:
         return counts
 
 
-def refuses_for_good(exc: psycopg.Error) -> bool:
+def _refuses_for_good(exc: psycopg.Error) -> bool:
     """A refusal of the target's DDL that no retry changes: SQLSTATE class 42 (a name that is not a
     table, a column repeated, a permission missing) or 0A (a feature PostgreSQL lacks)."""
     return (exc.sqlstate or "")[:2] in ("42", "0A")
@@ -183,7 +183,7 @@ def load_table(
                 run_id=job.run_id,
             )
         except psycopg.Error as exc:
-            if not refuses_for_good(exc):
+            if not _refuses_for_good(exc):
                 raise
             raise TargetSchemaError(
                 f"{_where(spec)}: PostgreSQL refuses the target table: {type(exc).__name__}: {exc}"
